@@ -1,0 +1,46 @@
+# irisx-broker: `make run` starts the service in dev mode against the local
+# Postgres; `make test` runs every test with -race against real Postgres.
+
+SHELL := /bin/bash
+GO ?= go
+PG_URL ?= postgres://postgres@127.0.0.1:5432
+DATABASE_URL ?= $(PG_URL)/irisx_broker?sslmode=disable
+STATICCHECK_VERSION ?= 2025.1.1
+FUZZTIME ?= 30s
+
+# Tests use TEST_DATABASE_URL when set, else the local Postgres when one
+# answers, else testcontainers-go starts one (on machines with Docker).
+ifeq ($(origin TEST_DATABASE_URL), undefined)
+  ifeq ($(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && echo up),up)
+    export TEST_DATABASE_URL := $(PG_URL)/postgres?sslmode=disable
+  endif
+endif
+
+.PHONY: run test lint fuzz generate build
+
+## run: the service with the in-process Trackunit simulator (dev mode)
+run:
+	DATABASE_URL='$(DATABASE_URL)' $(GO) run ./cmd/irisx-broker dev
+
+## test: every test, with the race detector, against real Postgres
+test:
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+## build: both binaries into bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+## fuzz: each fuzz target for FUZZTIME
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=$(FUZZTIME) ./identity/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeInstallBody$$' -fuzztime=$(FUZZTIME) ./api/
+
+## generate: regenerate the protobuf/Connect code (tools pinned, installed with go install)
+generate:
+	bash tools/generate.sh

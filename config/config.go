@@ -1,0 +1,228 @@
+// Package config owns the service's configuration: one struct loaded from
+// the environment through an injectable lookup function and validated in one
+// place, so a bad deployment is told about every bad variable at once.
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+
+	"github.com/irisx-broker/irisx-broker/crypto"
+)
+
+// raw is the environment as envconfig reads it: every field a string, so
+// that decoding itself cannot fail and validation can report all problems
+// together instead of stopping at the first.
+type raw struct {
+	DatabaseURL        crypto.Secret `env:"DATABASE_URL"`
+	PublicAddr         string        `env:"PUBLIC_ADDR, default=:8080"`
+	InternalAddr       string        `env:"INTERNAL_ADDR, default=127.0.0.1:8081"`
+	EncryptionKeys     crypto.Secret `env:"ENCRYPTION_KEYS"`
+	EncryptionKeysFile string        `env:"ENCRYPTION_KEYS_FILE"`
+	InternalAPITokens  crypto.Secret `env:"INTERNAL_API_TOKENS"`
+	AdminAPITokens     crypto.Secret `env:"ADMIN_API_TOKENS"`
+	JWKSURL            string        `env:"TRACKUNIT_JWKS_URL, default=https://iris.trackunit.com/api/marketplace/jwks"`
+	AuthURL            string        `env:"TRACKUNIT_AUTH_URL, default=https://auth.trackunit.com"`
+	IdentityIssuer     string        `env:"IDENTITY_ISSUER"`
+	IdentityAudience   string        `env:"IDENTITY_AUDIENCE"`
+	IdentityLeeway     string        `env:"IDENTITY_LEEWAY, default=60s"`
+	IdentityMaxAge     string        `env:"IDENTITY_MAX_AGE, default=10m"`
+	AllowedAppIDs      string        `env:"ALLOWED_APP_IDS"`
+	DefaultScopes      string        `env:"DEFAULT_SCOPES"`
+	TokenRefreshMargin string        `env:"TOKEN_REFRESH_MARGIN, default=5m"`
+	LogLevel           string        `env:"LOG_LEVEL, default=info"`
+	LogFormat          string        `env:"LOG_FORMAT, default=json"`
+}
+
+// Config is the validated configuration of `irisx-broker serve`.
+type Config struct {
+	DatabaseURL        crypto.Secret
+	PublicAddr         string
+	InternalAddr       string
+	Keyring            *crypto.Keyring
+	InternalAPITokens  []crypto.Secret
+	AdminAPITokens     []crypto.Secret
+	JWKSURL            string
+	AuthURL            string
+	IdentityIssuer     string
+	IdentityAudience   string
+	IdentityLeeway     time.Duration
+	IdentityMaxAge     time.Duration
+	AllowedAppIDs      []string
+	DefaultScopes      []string
+	TokenRefreshMargin time.Duration
+	LogLevel           slog.Level
+	LogFormat          string
+}
+
+// Error lists every bad variable found by Load. Its message names variables
+// and what is wrong with them, never their values.
+type Error struct {
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// Load reads the configuration through lookup (os.LookupEnv in production)
+// and validates all of it. readFile reads ENCRYPTION_KEYS_FILE; nil means
+// os.ReadFile.
+func Load(ctx context.Context, lookup func(string) (string, bool), readFile func(string) ([]byte, error)) (*Config, error) {
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	var r raw
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{
+		Target:   &r,
+		Lookuper: envconfig.LookuperFunc(lookup),
+	}); err != nil {
+		return nil, fmt.Errorf("reading environment: %w", err)
+	}
+	v := validator{}
+	c := &Config{
+		DatabaseURL:        r.DatabaseURL,
+		PublicAddr:         v.addr("PUBLIC_ADDR", r.PublicAddr),
+		InternalAddr:       v.addr("INTERNAL_ADDR", r.InternalAddr),
+		InternalAPITokens:  v.tokens("INTERNAL_API_TOKENS", r.InternalAPITokens),
+		AdminAPITokens:     v.tokens("ADMIN_API_TOKENS", r.AdminAPITokens),
+		JWKSURL:            v.httpURL("TRACKUNIT_JWKS_URL", r.JWKSURL),
+		AuthURL:            strings.TrimRight(v.httpURL("TRACKUNIT_AUTH_URL", r.AuthURL), "/"),
+		IdentityIssuer:     strings.TrimSpace(r.IdentityIssuer),
+		IdentityAudience:   strings.TrimSpace(r.IdentityAudience),
+		IdentityLeeway:     v.duration("IDENTITY_LEEWAY", r.IdentityLeeway, 0),
+		IdentityMaxAge:     v.duration("IDENTITY_MAX_AGE", r.IdentityMaxAge, time.Second),
+		AllowedAppIDs:      splitList(r.AllowedAppIDs, ","),
+		DefaultScopes:      splitList(r.DefaultScopes, " "),
+		TokenRefreshMargin: v.duration("TOKEN_REFRESH_MARGIN", r.TokenRefreshMargin, 0),
+		LogFormat:          strings.ToLower(strings.TrimSpace(r.LogFormat)),
+	}
+	v.databaseURL(r.DatabaseURL)
+	c.Keyring = v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile)
+	if err := c.LogLevel.UnmarshalText([]byte(r.LogLevel)); err != nil {
+		v.bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		v.bad("LOG_FORMAT", "must be json or text")
+	}
+	if len(v.problems) > 0 {
+		return nil, &Error{Problems: v.problems}
+	}
+	return c, nil
+}
+
+type validator struct{ problems []string }
+
+func (v *validator) bad(name, why string) {
+	v.problems = append(v.problems, name+": "+why)
+}
+
+func (v *validator) addr(name, s string) string {
+	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+		v.bad(name, "must be host:port (host may be empty), e.g. :8080")
+	}
+	return s
+}
+
+func (v *validator) httpURL(name, s string) string {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.bad(name, "must be an absolute http(s) URL")
+	}
+	return s
+}
+
+func (v *validator) duration(name, s string, minimum time.Duration) time.Duration {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		v.bad(name, "must be a duration such as 60s or 5m")
+		return 0
+	}
+	if d < minimum {
+		v.bad(name, fmt.Sprintf("must be at least %s", minimum))
+	}
+	return d
+}
+
+func (v *validator) tokens(name string, s crypto.Secret) []crypto.Secret {
+	parts := splitList(s.Reveal(), ",")
+	if len(parts) == 0 {
+		v.bad(name, "required: comma-separated bearer tokens")
+		return nil
+	}
+	out := make([]crypto.Secret, 0, len(parts))
+	for i, p := range parts {
+		if len(p) < 16 {
+			v.bad(name, fmt.Sprintf("token %d is shorter than 16 characters", i+1))
+		}
+		out = append(out, crypto.Secret(p))
+	}
+	return out
+}
+
+func (v *validator) databaseURL(s crypto.Secret) {
+	if s.IsZero() {
+		v.bad("DATABASE_URL", "required")
+		return
+	}
+	u, err := url.Parse(s.Reveal())
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		// The URL may hold a password: say what is wrong, never echo it.
+		v.bad("DATABASE_URL", "must be a postgres:// or postgresql:// URL")
+	}
+}
+
+func (v *validator) keyring(keys crypto.Secret, file string, readFile func(string) ([]byte, error)) *crypto.Keyring {
+	spec := keys.Reveal()
+	switch {
+	case spec != "" && file != "":
+		v.bad("ENCRYPTION_KEYS", "set either ENCRYPTION_KEYS or ENCRYPTION_KEYS_FILE, not both")
+		return nil
+	case file != "":
+		b, err := readFile(file)
+		if err != nil {
+			why := "cannot be read"
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				why += ": " + pe.Err.Error()
+			}
+			v.bad("ENCRYPTION_KEYS_FILE", why)
+			return nil
+		}
+		// One entry a line or comma-separated, as the operator prefers.
+		spec = strings.Join(splitList(strings.ReplaceAll(string(b), "\n", ","), ","), ",")
+	case spec == "":
+		v.bad("ENCRYPTION_KEYS", "required (or ENCRYPTION_KEYS_FILE): comma-separated keyid:base64(32 bytes)")
+		return nil
+	}
+	kr, err := crypto.ParseKeyring(spec)
+	if err != nil {
+		name := "ENCRYPTION_KEYS"
+		if file != "" {
+			name = "ENCRYPTION_KEYS_FILE"
+		}
+		v.bad(name, err.Error())
+		return nil
+	}
+	return kr
+}
+
+func splitList(s, sep string) []string {
+	var out []string
+	for _, p := range strings.Split(s, sep) {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
