@@ -1,0 +1,298 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+// Store is what the broker needs from persistence; *store.Store satisfies it.
+type Store interface {
+	// InstallCredentials returns the install's decrypted credentials and
+	// status, or an error wrapping store.ErrNotFound.
+	InstallCredentials(ctx context.Context, irisAppID, accountID string) (store.Credentials, error)
+	// MarkCredentialsRejected sets the install credentials_rejected if its
+	// credentials are still at version.
+	MarkCredentialsRejected(ctx context.Context, irisAppID, accountID string, version int64, lastError string) error
+	// RecordTokenResults stores lastTokenAt / lastError for a batch of installs.
+	RecordTokenResults(ctx context.Context, results []store.TokenResult) error
+}
+
+// Observer receives metrics events. Implementations must be cheap and safe
+// for concurrent use; Token calls CacheHit on its hot path.
+type Observer interface {
+	// CacheHit is called when Token answers from the cache.
+	CacheHit()
+	// CacheMiss is called when Token has to wait for an upstream fetch.
+	CacheMiss()
+	// RefreshAhead is called when a background refresh starts.
+	RefreshAhead()
+	// Upstream is called after each upstream attempt with one of the
+	// outcomes ok, rate_limited, server_error, timeout, network_error,
+	// bad_response, invalid_client, invalid_scope, client_error.
+	Upstream(outcome string, d time.Duration)
+}
+
+// Config configures a Broker. Zero values take the documented defaults.
+type Config struct {
+	// AuthURL is the base of the token endpoint; tokens come from POST
+	// {AuthURL}/apptoken. Required.
+	AuthURL string
+	// DefaultScopes are used when a request names none.
+	DefaultScopes []string
+	// RefreshMargin is how long before expiry a token is renewed (default 5m).
+	RefreshMargin time.Duration
+	// HTTPClient makes the upstream calls; it should have its own timeout
+	// (default: a client with a 10 s timeout).
+	HTTPClient *http.Client
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// MaxEntries bounds the number of cached tokens (default 100,000).
+	MaxEntries int
+	// MaxAttempts is the number of upstream attempts per fetch (default 3).
+	MaxAttempts int
+	// MaxRetryAfter caps an honoured Retry-After and the backoff (default 10s).
+	MaxRetryAfter time.Duration
+	// BaseBackoff is the first retry's backoff ceiling, doubled per retry,
+	// with full jitter (default 200ms).
+	BaseBackoff time.Duration
+	// Sleep waits between attempts (default: a timer that honours ctx).
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Logger receives operational logs (default: discarded).
+	Logger *slog.Logger
+	// Observer receives metrics events (optional).
+	Observer Observer
+	// FetchTimeout bounds one shared fetch, all attempts and waits included;
+	// it is detached from any one caller (default 30s).
+	FetchTimeout time.Duration
+	// ResultBuffer is how many lastTokenAt / lastError results may wait for
+	// Run before new ones are dropped (default 4096).
+	ResultBuffer int
+	// FlushInterval is how often Run writes the results it has coalesced
+	// (default 1s).
+	FlushInterval time.Duration
+}
+
+// Request asks for an access token for one install.
+type Request struct {
+	IrisAppID string // the app, e.g. "@org/app"
+	AccountID string // the installing account
+	// Scopes requested; empty means Config.DefaultScopes. Order and
+	// duplicates do not matter.
+	Scopes []string
+	// MinValid is how long a cached token must still be valid for to be
+	// served; a cached token is never served with less than 5 s left.
+	MinValid time.Duration
+}
+
+// Token is a minted access token.
+type Token struct {
+	AccessToken crypto.Secret // reveal only to hand it to the caller
+	TokenType   string        // "Bearer" unless the endpoint says otherwise
+	ExpiresAt   time.Time     // on the broker's clock, from when the request was sent
+	// Scopes granted: the upstream's scope field when present, else the
+	// scopes requested.
+	Scopes []string
+}
+
+func (t Token) clone() Token {
+	t.Scopes = slices.Clone(t.Scopes)
+	return t
+}
+
+// minServeLeft is the least lifetime a cached token must have to be served
+// at all, so it does not expire on its way to the caller.
+const minServeLeft = 5 * time.Second
+
+// Broker mints, caches and renews install access tokens. It is safe for
+// concurrent use.
+type Broker struct {
+	st            Store
+	tokenURL      string
+	defaultScopes []string
+	margin        time.Duration
+	httpClient    *http.Client
+	now           func() time.Time
+	maxAttempts   int
+	maxRetryAfter time.Duration
+	baseBackoff   time.Duration
+	sleep         func(ctx context.Context, d time.Duration) error
+	log           *slog.Logger
+	obs           Observer
+	fetchTimeout  time.Duration
+	flushInterval time.Duration
+	// rand returns a float in [0, 1) for jitter; replaced in tests.
+	rand func() float64
+
+	cache   *cache
+	flight  singleflight.Group
+	results chan store.TokenResult
+	dropped atomic.Int64
+	// bg tracks refresh-ahead goroutines so tests can wait for them.
+	bg sync.WaitGroup
+}
+
+// New validates cfg, fills in defaults and returns a Broker. Call Run in the
+// background to persist token results.
+func New(cfg Config, st Store) (*Broker, error) {
+	if st == nil {
+		return nil, errors.New("token: nil store")
+	}
+	var errs []error
+	u, err := url.Parse(cfg.AuthURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, errors.New("token: AuthURL must be an absolute http(s) URL"))
+	}
+	defaults, err := normalizeScopes(cfg.DefaultScopes)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("token: DefaultScopes: %w", err))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"RefreshMargin", cfg.RefreshMargin}, {"MaxRetryAfter", cfg.MaxRetryAfter},
+		{"BaseBackoff", cfg.BaseBackoff}, {"FetchTimeout", cfg.FetchTimeout}, {"FlushInterval", cfg.FlushInterval},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("token: %s must not be negative", d.name))
+		}
+	}
+	if cfg.MaxEntries < 0 || cfg.MaxAttempts < 0 || cfg.ResultBuffer < 0 {
+		errs = append(errs, errors.New("token: MaxEntries, MaxAttempts and ResultBuffer must not be negative"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	b := &Broker{
+		st:            st,
+		tokenURL:      strings.TrimRight(cfg.AuthURL, "/") + "/apptoken",
+		defaultScopes: slices.Clone(defaults),
+		margin:        orDefault(cfg.RefreshMargin, 5*time.Minute),
+		httpClient:    cfg.HTTPClient,
+		now:           cfg.Now,
+		maxAttempts:   orDefault(cfg.MaxAttempts, 3),
+		maxRetryAfter: orDefault(cfg.MaxRetryAfter, 10*time.Second),
+		baseBackoff:   orDefault(cfg.BaseBackoff, 200*time.Millisecond),
+		sleep:         cfg.Sleep,
+		log:           cfg.Logger,
+		obs:           cfg.Observer,
+		fetchTimeout:  orDefault(cfg.FetchTimeout, 30*time.Second),
+		flushInterval: orDefault(cfg.FlushInterval, time.Second),
+		rand:          rand.Float64,
+		cache:         newCache(orDefault(cfg.MaxEntries, 100_000)),
+		results:       make(chan store.TokenResult, orDefault(cfg.ResultBuffer, 4096)),
+	}
+	if b.httpClient == nil {
+		b.httpClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.sleep == nil {
+		b.sleep = sleepCtx
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.obs == nil {
+		b.obs = nopObserver{}
+	}
+	return b, nil
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Token returns an access token for the install and scope set, from the
+// cache when one is valid for r.MinValid, else from a fetch shared with
+// every concurrent caller of the same key. It returns at ctx's deadline
+// even while the shared fetch goes on for the others.
+func (b *Broker) Token(ctx context.Context, r Request) (Token, error) {
+	if !validID(r.IrisAppID) || !validID(r.AccountID) {
+		return Token{}, fmt.Errorf("%w: empty or malformed irisAppId or accountId", ErrNotFound)
+	}
+	scopes, err := normalizeScopes(r.Scopes)
+	if err != nil {
+		return Token{}, err
+	}
+	if len(scopes) == 0 {
+		scopes = b.defaultScopes
+	}
+	if len(scopes) == 0 {
+		return Token{}, ErrNoScopes
+	}
+
+	// The key is built on the stack and looked up without allocating.
+	var buf [256]byte
+	key := appendKey(buf[:0], r.IrisAppID, r.AccountID, scopes)
+	now := b.now()
+	need := max(r.MinValid, minServeLeft)
+
+	e := b.cache.get(key)
+	if e != nil && e.tok.ExpiresAt.Sub(now) > need {
+		b.obs.CacheHit()
+		if now.UnixNano() >= e.nextRefresh.Load() {
+			b.refreshAhead(ctx, e)
+		}
+		return e.tok.clone(), nil
+	}
+	b.obs.CacheMiss()
+	k := string(key)
+	f := fetchReq{key: k, install: k[:len(r.IrisAppID)+1+len(r.AccountID)],
+		app: r.IrisAppID, account: r.AccountID, scopes: slices.Clone(scopes)}
+	return b.wait(ctx, f, e)
+}
+
+// Invalidate drops every cached token of the install, whatever its scopes,
+// and makes any fetch for it that is in flight discard its result and start
+// over with freshly read credentials.
+func (b *Broker) Invalidate(irisAppID, accountID string) {
+	b.cache.invalidate(irisAppID + "\x00" + accountID)
+}
+
+// InvalidateAll drops every cached token and restarts every fetch in flight.
+func (b *Broker) InvalidateAll() {
+	b.cache.invalidateAll()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) CacheHit()                      {}
+func (nopObserver) CacheMiss()                     {}
+func (nopObserver) RefreshAhead()                  {}
+func (nopObserver) Upstream(string, time.Duration) {}

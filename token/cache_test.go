@@ -1,0 +1,206 @@
+package token
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+func TestInvalidateDropsEveryScopeSetOfTheInstall(t *testing.T) {
+	e := newEnv(t, nil)
+	e.st.install(testApp, "acct-1", testSecret)
+	e.st.install(testApp, "acct-2", testSecret)
+	ctx := testCtx(t)
+	reqs := []Request{req("acct-1", "asset.view"), req("acct-1", "account.view"), req("acct-2", "asset.view")}
+	for _, r := range reqs {
+		if _, err := e.b.Token(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.b.Invalidate(testApp, "acct-1")
+	var got []string
+	for _, r := range reqs {
+		tok, err := e.b.Token(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, tok.AccessToken.Reveal())
+	}
+	want := []string{accessToken(4), accessToken(5), accessToken(3)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tokens after Invalidate(acct-1) (-want +got):\n%s", diff)
+	}
+
+	e.b.InvalidateAll()
+	if n := e.b.cache.len(); n != 0 {
+		t.Errorf("cache holds %d entries after InvalidateAll", n)
+	}
+	if _, err := e.b.Token(ctx, reqs[2]); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.up.calls.Load(); got != 6 {
+		t.Errorf("upstream calls = %d, want 6", got)
+	}
+}
+
+func TestInvalidateWinsOverFetchInFlight(t *testing.T) {
+	tests := []struct {
+		name       string
+		change     func(st *fakeStore)
+		invalidate func(b *Broker)
+		wantErr    error
+		wantSeen   []string // client secrets sent upstream
+	}{
+		{"new credentials", func(st *fakeStore) { st.install(testApp, "acct-1", "new-secret") },
+			func(b *Broker) { b.Invalidate(testApp, "acct-1") }, nil, []string{testSecret, "new-secret"}},
+		{"uninstalled", func(st *fakeStore) { st.setStatus(testApp, "acct-1", store.StatusUninstalled) },
+			func(b *Broker) { b.Invalidate(testApp, "acct-1") }, ErrUninstalled, []string{testSecret}},
+		{"InvalidateAll", func(st *fakeStore) { st.install(testApp, "acct-1", "new-secret") },
+			func(b *Broker) { b.InvalidateAll() }, nil, []string{testSecret, "new-secret"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.st.install(testApp, "acct-1", testSecret)
+			ctx := testCtx(t)
+			e.up.hold()
+			type result struct {
+				tok Token
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				tok, err := e.b.Token(ctx, req("acct-1"))
+				done <- result{tok, err}
+			}()
+			e.up.waitReceived(t) // minted with the old credentials, not yet answered
+			tt.change(e.st)
+			tt.invalidate(e.b)
+			e.up.open()
+			res := <-done
+			if !errors.Is(res.err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", res.err, tt.wantErr)
+			}
+			var secrets []string
+			for _, s := range e.up.getSeen() {
+				secrets = append(secrets, s.ClientSecret)
+			}
+			if diff := cmp.Diff(tt.wantSeen, secrets); diff != "" {
+				t.Errorf("secrets sent upstream (-want +got):\n%s", diff)
+			}
+			if tt.wantErr != nil {
+				if n := e.b.cache.len(); n != 0 {
+					t.Errorf("cache holds %d entries, want 0: the stale token was cached", n)
+				}
+				return
+			}
+			if got := res.tok.AccessToken.Reveal(); got != accessToken(2) {
+				t.Errorf("token = %s, want %s (the stale %s must not be handed out)", got, accessToken(2), accessToken(1))
+			}
+			tok, err := e.b.Token(ctx, req("acct-1"))
+			if err != nil || tok.AccessToken.Reveal() != accessToken(2) {
+				t.Errorf("cached afterwards: %v %v, want %s", tok.AccessToken.Reveal(), err, accessToken(2))
+			}
+		})
+	}
+}
+
+func TestCacheBoundEvictsExpiredFirstThenOldest(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxEntries = 3 })
+	for _, a := range []string{"a", "b", "c", "d", "e"} {
+		e.st.install(testApp, a, testSecret)
+	}
+	ctx := testCtx(t)
+	mint := func(acct string) {
+		t.Helper()
+		if _, err := e.b.Token(ctx, req(acct)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.up.setLifetime(60)
+	mint("a") // expires first
+	e.up.setLifetime(3600)
+	mint("b")
+	e.clock.Advance(time.Minute)
+	mint("c")
+	e.clock.Advance(time.Minute) // a has expired
+	mint("d")                    // evicts a, the expired one
+	if diff := cmp.Diff([]string{"b", "c", "d"}, cachedAccounts(e.b)); diff != "" {
+		t.Errorf("after d (-want +got):\n%s", diff)
+	}
+	mint("e") // nothing expired: evicts b, the oldest
+	if diff := cmp.Diff([]string{"c", "d", "e"}, cachedAccounts(e.b)); diff != "" {
+		t.Errorf("after e (-want +got):\n%s", diff)
+	}
+	calls := e.up.calls.Load()
+	mint("c")
+	if got := e.up.calls.Load(); got != calls {
+		t.Errorf("c was not served from the cache")
+	}
+	mint("b")
+	if got := e.up.calls.Load(); got != calls+1 {
+		t.Errorf("evicted b was not fetched again")
+	}
+}
+
+func cachedAccounts(b *Broker) []string {
+	b.cache.mu.RLock()
+	defer b.cache.mu.RUnlock()
+	var out []string
+	for _, e := range b.cache.heap {
+		out = append(out, e.account)
+	}
+	if len(out) != len(b.cache.entries) {
+		panic("heap and map disagree")
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestCacheStaleness(t *testing.T) {
+	c := newCache(10)
+	put := func(install string, start uint64) bool {
+		e := &entry{key: install + "\x00s", install: install, tok: Token{ExpiresAt: epoch.Add(time.Hour)}}
+		return c.put(e, start, epoch)
+	}
+	s0 := c.currentEpoch()
+	c.invalidate("x")
+	if put("x", s0) {
+		t.Error("a fetch started before Invalidate(x) was cached")
+	}
+	if !put("y", s0) {
+		t.Error("a fetch for another install was refused")
+	}
+	s1 := c.currentEpoch()
+	if !put("x", s1) {
+		t.Error("a fetch started after Invalidate(x) was refused")
+	}
+
+	// Past maxInvalidated the per-install epochs are pruned: older fetches
+	// turn stale (conservative), newer ones stay current.
+	s2 := c.currentEpoch()
+	for i := range maxInvalidated + 5 {
+		c.invalidate(fmt.Sprintf("other-%d", i))
+	}
+	if n := len(c.invalidated); n > maxInvalidated {
+		t.Errorf("invalidated holds %d installs, want at most %d", n, maxInvalidated)
+	}
+	if put("z", s2) {
+		t.Error("a fetch older than the prune was cached")
+	}
+	s3 := c.currentEpoch()
+	c.invalidate("other-1")
+	if !put("z", s3) {
+		t.Error("a fetch newer than the prune was refused")
+	}
+	c.invalidateAll()
+	if put("z", s3) || c.len() != 0 {
+		t.Error("InvalidateAll did not win over an older fetch")
+	}
+}
