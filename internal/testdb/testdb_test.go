@@ -1,0 +1,149 @@
+package testdb
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func testCtx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func dbName(t *testing.T, dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+func TestNewDatabaseIsMigratedIsolatedAndDropped(t *testing.T) {
+	var first string
+	t.Run("use", func(t *testing.T) {
+		first = NewDatabase(t)
+		second := NewDatabase(t)
+		if first == second {
+			t.Fatalf("two databases share the URL %s", first)
+		}
+		pool := NewPool(t)
+		for _, u := range []string{first, second} {
+			conn, err := pgx.Connect(testCtx(t), u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var version int
+			if err := conn.QueryRow(testCtx(t), "SELECT version FROM schema_migrations").Scan(&version); err != nil || version != 1 {
+				t.Errorf("%s: schema version %d, %v; want 1", u, version, err)
+			}
+			conn.Close(testCtx(t))
+		}
+		// A row in one database is not in another.
+		if _, err := pool.Exec(testCtx(t), `INSERT INTO install_events (iris_app_id, account_id, type, outcome, event_at, received_at)
+			VALUES ('a', gen_random_uuid(), 'X', 'ignored', now(), now())`); err != nil {
+			t.Fatal(err)
+		}
+		conn, err := pgx.Connect(testCtx(t), first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(testCtx(t))
+		var n int
+		if err := conn.QueryRow(testCtx(t), "SELECT count(*) FROM install_events").Scan(&n); err != nil || n != 0 {
+			t.Errorf("another test's row is visible: %d, %v", n, err)
+		}
+	})
+	base, err := server(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(testCtx(t), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(testCtx(t))
+	var exists bool
+	if err := conn.QueryRow(testCtx(t), "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", dbName(t, first)).Scan(&exists); err != nil || exists {
+		t.Errorf("database %s still exists after its test (%v)", dbName(t, first), err)
+	}
+	// The template is named by the migrations and refuses connections.
+	sum, err := migrationsHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allow, isTemplate bool
+	err = conn.QueryRow(testCtx(t), "SELECT datallowconn, datistemplate FROM pg_database WHERE datname = $1", "tmpl_"+sum).Scan(&allow, &isTemplate)
+	if err != nil || allow || !isTemplate {
+		t.Errorf("template tmpl_%s: allow connections %v, is template %v, %v", sum, allow, isTemplate, err)
+	}
+}
+
+func TestProxy(t *testing.T) {
+	// An echo server stands in for Postgres.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	p := NewProxy(t, ln.Addr().String())
+
+	if got, want := p.URL("postgres://u:pw@db.example:5432/x?sslmode=disable"), "postgres://u:pw@"+p.Addr()+"/x?sslmode=disable"; got != want {
+		t.Errorf("URL = %q, want %q", got, want)
+	}
+	echo := func(c net.Conn) error {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		if string(buf) != "ping" {
+			return errors.New("echo mismatch: " + string(buf))
+		}
+		return nil
+	}
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", p.Addr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	open := dial()
+	if err := echo(open); err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	p.Block()
+	if err := echo(open); err == nil {
+		t.Errorf("an open connection still works after Block")
+	}
+	if err := echo(dial()); err == nil {
+		t.Errorf("a new connection works while blocked")
+	}
+	p.Unblock()
+	if err := echo(dial()); err != nil {
+		t.Errorf("a new connection after Unblock: %v", err)
+	}
+}

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS install_events;
+DROP TABLE IF EXISTS installs;

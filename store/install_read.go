@@ -1,0 +1,241 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Page sizes of ListInstalls, as in the contract's ListInstalls.
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 1000
+	// MaxEvents bounds the events GetInstall returns.
+	MaxEvents = 1000
+)
+
+// Install is an install as operators see it. It never holds a secret.
+type Install struct {
+	IrisAppID string
+	AccountID string
+	Status    InstallStatus
+	// InstalledAt is when the install was (re)installed; zero when only an
+	// UNINSTALLED has ever been seen for it.
+	InstalledAt time.Time
+	// UpdatedAt is the last change of credentials or status (token results
+	// do not count).
+	UpdatedAt     time.Time
+	UninstalledAt *time.Time
+	LastTokenAt   *time.Time
+	KeyID         string // empty while no credentials are stored
+	LastError     string
+}
+
+// Event is one entry of an install's event log.
+type Event struct {
+	ID         int64     `db:"id"`
+	Type       string    `db:"type"`
+	Outcome    string    `db:"outcome"`
+	JTI        string    `db:"jti"`
+	RemoteAddr string    `db:"remote_addr"`
+	EventAt    time.Time `db:"event_at"`
+	ReceivedAt time.Time `db:"received_at"`
+}
+
+// ListFilter selects a page of installs. Empty fields do not filter.
+type ListFilter struct {
+	IrisAppID string
+	Status    InstallStatus
+	// After is the last install of the previous page (keyset pagination).
+	After *InstallKey
+	// Limit is the page size: DefaultListLimit when 0 or less, at most
+	// MaxListLimit.
+	Limit int
+}
+
+// installView is the scan target for Install; the nullable columns become
+// the zero value of Install's plain fields.
+type installView struct {
+	IrisAppID     string        `db:"iris_app_id"`
+	AccountID     string        `db:"account_id"`
+	Status        InstallStatus `db:"status"`
+	InstalledAt   *time.Time    `db:"installed_at"`
+	UpdatedAt     time.Time     `db:"updated_at"`
+	UninstalledAt *time.Time    `db:"uninstalled_at"`
+	LastTokenAt   *time.Time    `db:"last_token_at"`
+	KeyID         string        `db:"key_id"`
+	LastError     string        `db:"last_error"`
+}
+
+const installViewColumns = `iris_app_id, account_id, status, installed_at, updated_at, uninstalled_at,
+	last_token_at, coalesce(key_id, '') AS key_id, coalesce(last_error, '') AS last_error`
+
+func (v installView) install() Install {
+	in := Install{
+		IrisAppID: v.IrisAppID, AccountID: v.AccountID, Status: v.Status,
+		UpdatedAt: v.UpdatedAt, UninstalledAt: v.UninstalledAt, LastTokenAt: v.LastTokenAt,
+		KeyID: v.KeyID, LastError: v.LastError,
+	}
+	if v.InstalledAt != nil {
+		in.InstalledAt = *v.InstalledAt
+	}
+	return in
+}
+
+// InstallCredentials returns an install's decrypted credentials. An
+// uninstalled install has no credentials: its Status says so and both
+// secrets are empty. ErrNotFound when the install is unknown;
+// ErrUndecryptable when the stored ciphertexts do not open here (moved,
+// altered, or under a key id missing from the keyring).
+func (s *Store) InstallCredentials(ctx context.Context, irisAppID, accountID string) (Credentials, error) {
+	key, err := installKey(irisAppID, accountID)
+	if err != nil {
+		return Credentials{}, ErrNotFound // no such install can exist
+	}
+	var (
+		c         = Credentials{IrisAppID: key.IrisAppID, AccountID: key.AccountID}
+		keyID     *string
+		idEnc     []byte
+		secretEnc []byte
+	)
+	err = s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT status, key_id, client_id_enc, client_secret_enc, credentials_version
+			FROM installs WHERE iris_app_id = $1 AND account_id = $2`, key.IrisAppID, key.AccountID).
+			Scan(&c.Status, &keyID, &idEnc, &secretEnc, &c.Version)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Credentials{}, ErrNotFound
+	}
+	if err != nil {
+		return Credentials{}, fmt.Errorf("store: read install credentials: %w", err)
+	}
+	if keyID == nil {
+		return c, nil
+	}
+	if c.ClientID, c.ClientSecret, err = s.open(key, *keyID, idEnc, secretEnc); err != nil {
+		return Credentials{}, err
+	}
+	return c, nil
+}
+
+// ListInstalls returns one page of installs ordered by (irisAppId,
+// accountId). Each page is an index range scan starting after f.After, so a
+// late page costs what the first costs.
+func (s *Store) ListInstalls(ctx context.Context, f ListFilter) ([]Install, error) {
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.Status != "" {
+		if !f.Status.valid() {
+			return nil, fmt.Errorf("%w: unknown status %q", ErrInvalid, f.Status)
+		}
+		where = append(where, "status = "+arg(f.Status))
+	}
+	if f.IrisAppID != "" {
+		where = append(where, "iris_app_id = "+arg(f.IrisAppID))
+	}
+	if f.After != nil {
+		after, err := installKey(f.After.IrisAppID, f.After.AccountID)
+		if err != nil {
+			return nil, fmt.Errorf("store: list installs: page start: %w", err)
+		}
+		where = append(where, "(iris_app_id, account_id) > ("+arg(after.IrisAppID)+", "+arg(after.AccountID)+")")
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	limit = min(limit, MaxListLimit)
+	q := "SELECT " + installViewColumns + " FROM installs"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY iris_app_id, account_id LIMIT " + arg(limit)
+
+	rows, _ := s.pool.Query(ctx, q, args...)
+	views, err := pgx.CollectRows(rows, pgx.RowToStructByName[installView])
+	if err != nil {
+		return nil, fmt.Errorf("store: list installs: %w", err)
+	}
+	installs := make([]Install, len(views))
+	for i, v := range views {
+		installs[i] = v.install()
+	}
+	return installs, nil
+}
+
+// GetInstall returns an install and its latest events (newest first), at
+// most events of them (capped at MaxEvents). ErrNotFound when the install
+// is unknown, even if ignored events were logged for its key.
+func (s *Store) GetInstall(ctx context.Context, irisAppID, accountID string, events int) (Install, []Event, error) {
+	key, err := installKey(irisAppID, accountID)
+	if err != nil {
+		return Install{}, nil, ErrNotFound
+	}
+	events = min(max(events, 0), MaxEvents)
+	// Both reads in one round trip.
+	b := &pgx.Batch{}
+	b.Queue("SELECT "+installViewColumns+" FROM installs WHERE iris_app_id = $1 AND account_id = $2",
+		key.IrisAppID, key.AccountID)
+	b.Queue(`SELECT id, type, outcome, coalesce(jti, '') AS jti, coalesce(remote_addr, '') AS remote_addr,
+		event_at, received_at FROM install_events WHERE iris_app_id = $1 AND account_id = $2
+		ORDER BY id DESC LIMIT $3`, key.IrisAppID, key.AccountID, events)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+
+	rows, _ := br.Query()
+	view, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[installView])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Install{}, nil, ErrNotFound
+	}
+	if err != nil {
+		return Install{}, nil, fmt.Errorf("store: get install: %w", err)
+	}
+	rows, _ = br.Query()
+	evs, err := pgx.CollectRows(rows, pgx.RowToStructByName[Event])
+	if err != nil {
+		return Install{}, nil, fmt.Errorf("store: get install events: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return Install{}, nil, fmt.Errorf("store: get install: %w", err)
+	}
+	return view.install(), evs, nil
+}
+
+// KeyIDCounts returns, per key id, how many installs have their
+// credentials sealed under it (two ciphertexts each). The start-up check
+// compares it with the keyring.
+func (s *Store) KeyIDCounts(ctx context.Context) (map[string]int64, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT key_id, count(*) FROM installs WHERE key_id IS NOT NULL GROUP BY key_id`)
+	counts := make(map[string]int64)
+	var (
+		id string
+		n  int64
+	)
+	_, err := pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+		counts[id] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: count key ids: %w", err)
+	}
+	return counts, nil
+}
+
+func (st InstallStatus) valid() bool {
+	switch st {
+	case StatusInstalled, StatusUninstalled, StatusCredentialsRejected:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,103 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Listen backoff and liveness settings.
+const (
+	listenMinBackoff = 100 * time.Millisecond
+	listenMaxBackoff = 5 * time.Second
+	// listenIdleCheck: after this long without a notification the
+	// connection is pinged, so a silently dead one (no RST, e.g. a network
+	// partition) is noticed and replaced.
+	listenIdleCheck = 30 * time.Second
+	listenPingLimit = 5 * time.Second
+	// ListenApplicationName is the application_name of Listen's connection.
+	ListenApplicationName = "irisx-broker-listen"
+)
+
+// Listen receives ChannelInstallChanged notifications on a dedicated
+// connection and calls onChange for each. Because notifications sent while
+// it is not connected are lost, onReset is called after every (re)connect,
+// once LISTEN is in effect: the caller then drops whatever it cached. On a
+// connection failure it reconnects with jittered exponential backoff
+// (100 ms to 5 s), forever. The callbacks run on Listen's goroutine and
+// should be quick. Listen returns nil when ctx ends.
+func (s *Store) Listen(ctx context.Context, onChange func(irisAppID, accountID string), onReset func()) error {
+	backoff := listenMinBackoff
+	for {
+		connected, err := s.listenOnce(ctx, onChange, onReset)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if connected {
+			backoff = listenMinBackoff // the last connection was good: retry promptly
+		}
+		s.logger.WarnContext(ctx, "install change listener disconnected; reconnecting",
+			"error", err, "retry_in", backoff)
+		// Full jitter in [backoff/2, backoff) keeps replicas from reconnecting in lockstep.
+		wait := backoff/2 + rand.N(backoff/2)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, listenMaxBackoff)
+	}
+}
+
+// listenOnce runs one connection until it fails or ctx ends. connected
+// reports whether LISTEN took effect.
+func (s *Store) listenOnce(ctx context.Context, onChange func(irisAppID, accountID string), onReset func()) (connected bool, err error) {
+	cfg := s.pool.Config().ConnConfig // a copy
+	cfg.RuntimeParams["application_name"] = ListenApplicationName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChannelInstallChanged}.Sanitize()); err != nil {
+		return false, fmt.Errorf("listen: %w", err)
+	}
+	onReset()
+	for {
+		waitCtx, cancel := context.WithTimeout(ctx, listenIdleCheck)
+		n, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		switch {
+		case err == nil:
+			var p changePayload
+			if json.Unmarshal([]byte(n.Payload), &p) != nil || p.IrisAppID == "" || p.AccountID == "" {
+				// Unknown payload: we cannot tell what changed, so treat it
+				// like a missed notification.
+				onReset()
+				continue
+			}
+			onChange(p.IrisAppID, p.AccountID)
+		case ctx.Err() != nil:
+			return true, ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
+			// Idle for listenIdleCheck: prove the connection is alive.
+			pingCtx, cancel := context.WithTimeout(ctx, listenPingLimit)
+			err := conn.Ping(pingCtx)
+			cancel()
+			if err != nil {
+				return true, fmt.Errorf("ping: %w", err)
+			}
+		default:
+			return true, fmt.Errorf("wait for notification: %w", err)
+		}
+	}
+}

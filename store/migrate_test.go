@@ -1,0 +1,53 @@
+package store_test
+
+import (
+	"testing"
+
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+func TestMigrations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t) // already migrated up by testdb
+	version := func() uint {
+		t.Helper()
+		v, dirty, err := store.MigrationVersion(e.url)
+		if err != nil || dirty {
+			t.Fatalf("MigrationVersion = %d, dirty %v, %v", v, dirty, err)
+		}
+		return v
+	}
+	tables := func() int {
+		return e.count(t, `SELECT count(*) FROM information_schema.tables
+			WHERE table_schema = 'public' AND table_name IN ('installs', 'install_events')`)
+	}
+	if v := version(); v != 1 {
+		t.Errorf("version = %d, want 1", v)
+	}
+	if err := store.MigrateUp(e.url); err != nil {
+		t.Errorf("MigrateUp with nothing pending: %v", err)
+	}
+	if err := store.MigrateDown(e.url, 1); err != nil {
+		t.Fatalf("MigrateDown: %v", err)
+	}
+	if v, n := version(), tables(); v != 0 || n != 0 {
+		t.Errorf("after down: version %d with %d tables, want 0 and 0", v, n)
+	}
+	if err := store.MigrateDown(e.url, 1); err == nil {
+		t.Errorf("MigrateDown below version 0 succeeded")
+	}
+	if err := store.MigrateUp(e.url); err != nil {
+		t.Fatalf("MigrateUp: %v", err)
+	}
+	if v, n := version(), tables(); v != 1 || n != 2 {
+		t.Errorf("after up: version %d with %d tables, want 1 and 2", v, n)
+	}
+	for _, bad := range []string{"mysql://x/y", "host=localhost dbname=x", "postgres://%zz"} {
+		if err := store.MigrateUp(bad); err == nil {
+			t.Errorf("MigrateUp(%q) succeeded", bad)
+		}
+	}
+	if err := store.MigrateDown(e.url, 0); err == nil {
+		t.Errorf("MigrateDown(0) succeeded")
+	}
+}

@@ -1,0 +1,180 @@
+// Package store is the Postgres repository (pgx/v5) and the only package
+// that speaks SQL. It owns the installs and their event log, seals and opens
+// stored credentials through crypto, announces install changes with
+// LISTEN/NOTIFY, and applies the embedded migrations.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/irisx-broker/irisx-broker/crypto"
+)
+
+// Pool defaults applied by Open unless the URL sets them
+// (pool_max_conns=..., connect_timeout=..., application_name=...).
+const (
+	defaultMaxConns       = 16
+	defaultConnectTimeout = 5 * time.Second
+	applicationName       = "irisx-broker"
+)
+
+// Open creates a connection pool for databaseURL. It does not connect: the
+// first use does, so a database that is down at start is not fatal here.
+func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		// pgx redacts passwords only on a best-effort basis, so its message
+		// (which quotes the URL) is not passed on.
+		return nil, errors.New("store: database URL cannot be parsed")
+	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		cfg.MaxConns = defaultMaxConns
+	}
+	cfg.MaxConnIdleTime = 5 * time.Minute
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: create pool: %w", err)
+	}
+	return pool, nil
+}
+
+// Store is the repository. It is safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	keys   *crypto.Keyring
+	now    func() time.Time
+	logger *slog.Logger
+	// maxConns bounds retry: one more attempt than the pool holds
+	// connections always reaches a fresh one.
+	maxConns int
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock used for updated_at and for events without a
+// time of their own; tests pass a fake one.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithLogger sets the logger for background work (Listen's reconnects).
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.logger = l } }
+
+// New returns a Store over pool that seals secrets with keys.
+func New(pool *pgxpool.Pool, keys *crypto.Keyring, opts ...Option) *Store {
+	s := &Store{pool: pool, keys: keys, now: time.Now, logger: slog.New(slog.DiscardHandler),
+		maxConns: int(pool.Config().MaxConns)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction, committing when fn returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	// A no-op after Commit. With ctx already done pgx closes the connection
+	// instead, which ends the transaction server-side just the same.
+	defer func() { _ = tx.Rollback(ctx) }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// retry runs fn again while it fails because its pooled connection turned
+// out to be dead: after a database restart or a network cut every idle
+// connection in the pool fails its next use, and without this each would
+// fail one request. pgx drops such a connection, so the next attempt gets
+// another or a fresh one; maxConns+1 attempts always reach a fresh one,
+// whose failure to connect ends the retries.
+//
+// Repeating is safe because every store operation is idempotent: when the
+// lost reply was for a committed change, the repeat finds the change made
+// and answers as a duplicate delivery does.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil || !connLost(err) || attempt >= s.maxConns || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// connLost reports whether err is the failure of an established
+// connection, as opposed to an error reported by the server, a failure to
+// connect at all (the database is down: retrying cannot help), or the
+// caller's deadline.
+func connLost(err error) bool {
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case pgerrcode.AdminShutdown, pgerrcode.CrashShutdown, pgerrcode.CannotConnectNow:
+			return true // the server is ending this session
+		}
+		return false
+	}
+	return pgconn.SafeToRetry(err) || isNetOrEOF(err)
+}
+
+func isNetOrEOF(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// nowUTC is the store's clock at the precision Postgres keeps.
+func (s *Store) nowUTC() time.Time { return pgTime(s.now()) }
+
+// pgTime truncates to microseconds, as Postgres stores times, so a time
+// compared in Go equals the one read back.
+func pgTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+// Untrusted strings (event type, jti, remote address) are bounded so a
+// single odd request cannot bloat the log.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
