@@ -16,14 +16,15 @@ ifeq ($(origin TEST_DATABASE_URL), undefined)
   endif
 endif
 
-.PHONY: run test lint fuzz generate build
+.PHONY: run test lint fuzz generate build chromium
 
 ## run: the service with the in-process Trackunit simulator (dev mode)
 run:
 	DATABASE_URL='$(DATABASE_URL)' $(GO) run ./cmd/irisx-broker dev
 
-## test: every test, with the race detector, against real Postgres
-test:
+## test: every test, with the race detector, against real Postgres (and
+## Debian's Chromium for the admin page test, installed when missing)
+test: chromium
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 ## build: both binaries into bin/
@@ -44,3 +45,8 @@ fuzz:
 ## generate: regenerate the protobuf/Connect code (tools pinned, installed with go install)
 generate:
 	bash tools/generate.sh
+
+## chromium: Debian's Chromium for the admin page's browser test
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (needs root)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }

@@ -1,0 +1,256 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/labstack/echo/v4"
+
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+// Admin page routes and query parameters. The parameter names are the
+// ListInstalls / GetInstall field names, so a URL reads like the RPC.
+const (
+	adminPath       = "/admin"
+	adminDetailPath = "/admin/install"
+
+	paramApp       = "irisAppId"
+	paramAccount   = "accountId"
+	paramStatus    = "status"
+	paramPageSize  = "pageSize"
+	paramPageToken = "pageToken"
+)
+
+// adminRealm is the Basic auth realm browsers show in their login prompt.
+const adminRealm = `Basic realm="irisx-broker admin"`
+
+// adminHeaders go on every admin answer, 401s and errors included: the page
+// runs no script and loads nothing, must not be framed (clickjacking), and
+// lists account ids that should not sit in a shared cache.
+var adminHeaders = map[string]string{
+	"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+	"X-Frame-Options":         "DENY",
+	"Cache-Control":           "no-store",
+	"X-Content-Type-Options":  "nosniff",
+	"Referrer-Policy":         "no-referrer",
+}
+
+//go:embed admin.html
+var adminHTML string
+
+var adminTemplates = template.Must(template.New("admin").Funcs(template.FuncMap{
+	"when": adminTime,
+}).Parse(adminHTML))
+
+// adminStatuses are the status filter's choices; "" is "any".
+var adminStatuses = []string{"", string(store.StatusInstalled), string(store.StatusUninstalled), string(store.StatusCredentialsRejected)}
+
+type adminHandler struct {
+	reader InstallReader
+	tokens tokenSet
+	logger *slog.Logger
+}
+
+// registerAdmin adds the admin web page to the internal listener:
+//
+//	GET /admin           installs, filtered and paged (keyset, like ListInstalls)
+//	GET /admin/install   one install and its latest events
+//
+// Both need HTTP Basic auth with any user name and an ADMIN_API_TOKENS token
+// as the password.
+func registerAdmin(e *echo.Echo, r InstallReader, tokens tokenSet, logger *slog.Logger) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &adminHandler{reader: r, tokens: tokens, logger: logger}
+	e.GET(adminPath, h.list, h.auth)
+	e.GET(adminDetailPath, h.detail, h.auth)
+}
+
+// auth admits requests whose Basic auth password is an admin token. The user
+// name is not checked: operators share tokens, not accounts.
+func (h *adminHandler) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		for k, v := range adminHeaders {
+			c.Response().Header().Set(k, v)
+		}
+		_, password, ok := c.Request().BasicAuth()
+		if !ok || !h.tokens.contains(password) {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, adminRealm)
+			return h.render(c, http.StatusUnauthorized, "error", adminError{
+				Title: "Authentication required", Message: "Sign in with any user name and an admin API token as the password.",
+			})
+		}
+		return next(c)
+	}
+}
+
+// adminFilter is the listing's filter form and paging state.
+type adminFilter struct {
+	App       string
+	Status    string
+	PageSize  int
+	PageToken string
+}
+
+// query is the filter as URL parameters, with token as the page token
+// (none for the first page); empty values are left out.
+func (f adminFilter) query(token string) string {
+	v := url.Values{}
+	if f.App != "" {
+		v.Set(paramApp, f.App)
+	}
+	if f.Status != "" {
+		v.Set(paramStatus, f.Status)
+	}
+	if f.PageSize != 0 {
+		v.Set(paramPageSize, strconv.Itoa(f.PageSize))
+	}
+	if token != "" {
+		v.Set(paramPageToken, token)
+	}
+	if len(v) == 0 {
+		return adminPath
+	}
+	return adminPath + "?" + v.Encode()
+}
+
+// adminList is the data of the listing page.
+type adminList struct {
+	Filter   adminFilter
+	Statuses []string
+	Rows     []adminRow
+	NextURL  string // empty on the last page
+	FirstURL string // empty on the first page
+}
+
+type adminRow struct {
+	store.Install
+	DetailURL string
+}
+
+func (h *adminHandler) list(c echo.Context) error {
+	q := c.QueryParams()
+	f := adminFilter{
+		App:       strings.TrimSpace(q.Get(paramApp)),
+		Status:    q.Get(paramStatus),
+		PageToken: q.Get(paramPageToken),
+	}
+	if s := strings.TrimSpace(q.Get(paramPageSize)); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return h.badRequest(c, "pageSize must be a whole number between 1 and 1000")
+		}
+		f.PageSize = n
+	}
+	page, err := listInstallsPage(c.Request().Context(), h.reader, f.App, f.Status, f.PageSize, f.PageToken)
+	if err != nil {
+		var ce *connect.Error
+		if errors.As(err, &ce) && ce.Code() == connect.CodeInvalidArgument {
+			return h.badRequest(c, ce.Message())
+		}
+		return h.unavailable(c, "list installs", err)
+	}
+	if f.PageSize == 0 {
+		f.PageSize = store.DefaultListLimit // shown in the form, and kept by the paging links
+	}
+	data := adminList{Filter: f, Statuses: adminStatuses}
+	for _, in := range page.installs {
+		v := url.Values{paramApp: {in.IrisAppID}, paramAccount: {in.AccountID}}
+		data.Rows = append(data.Rows, adminRow{Install: in, DetailURL: adminDetailPath + "?" + v.Encode()})
+	}
+	if page.next != "" {
+		data.NextURL = f.query(page.next)
+	}
+	if f.PageToken != "" {
+		data.FirstURL = f.query("")
+	}
+	return h.render(c, http.StatusOK, "list", data)
+}
+
+// adminDetail is the data of the detail page.
+type adminDetail struct {
+	Install store.Install
+	Events  []store.Event
+}
+
+func (h *adminHandler) detail(c echo.Context) error {
+	app, account := c.QueryParam(paramApp), c.QueryParam(paramAccount)
+	if app == "" || !isUUID(account) {
+		return h.badRequest(c, "irisAppId and a UUID accountId are required")
+	}
+	in, events, err := h.reader.GetInstall(c.Request().Context(), app, canonicalUUID(account), installEventsShown)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return h.render(c, http.StatusNotFound, "error", adminError{
+			Title: "Not found", Message: "There is no install of " + app + " for account " + account + ".", Back: true,
+		})
+	case err != nil:
+		return h.unavailable(c, "get install", err)
+	}
+	return h.render(c, http.StatusOK, "detail", adminDetail{Install: in, Events: events})
+}
+
+// adminError is the data of the error page. Message is shown as text.
+type adminError struct {
+	Title   string
+	Message string
+	Back    bool // offer a link to the unfiltered listing
+}
+
+// badRequest answers 400 with a message that is safe to show: it comes from
+// our own validation, never from the database.
+func (h *adminHandler) badRequest(c echo.Context, msg string) error {
+	h.logger.InfoContext(c.Request().Context(), "admin page: bad request", "status", http.StatusBadRequest, "error", msg)
+	return h.render(c, http.StatusBadRequest, "error", adminError{Title: "Bad request", Message: msg, Back: true})
+}
+
+// unavailable answers 503 and logs the cause, which the page never shows.
+func (h *adminHandler) unavailable(c echo.Context, what string, err error) error {
+	level, msg := slog.LevelError, "The database is unavailable; retry later."
+	if errors.Is(err, context.Canceled) {
+		level = slog.LevelInfo // the browser went away; not our fault
+	}
+	h.logger.Log(c.Request().Context(), level, "admin page: "+what+" failed",
+		"status", http.StatusServiceUnavailable, "error", err.Error())
+	return h.render(c, http.StatusServiceUnavailable, "error", adminError{Title: "Unavailable", Message: msg, Back: true})
+}
+
+// render executes a template into a buffer first, so a template failure is
+// a clean 500 instead of half a page.
+func (h *adminHandler) render(c echo.Context, status int, name string, data any) error {
+	var buf bytes.Buffer
+	if err := adminTemplates.ExecuteTemplate(&buf, name, data); err != nil {
+		return newError(http.StatusInternalServerError, codeInternal, "internal error", err)
+	}
+	return c.HTMLBlob(status, buf.Bytes())
+}
+
+// adminTime shows a time (or *time.Time) in UTC to the second; "—" for an
+// absent or zero time.
+func adminTime(v any) string {
+	var t time.Time
+	switch v := v.(type) {
+	case time.Time:
+		t = v
+	case *time.Time:
+		if v != nil {
+			t = *v
+		}
+	}
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}

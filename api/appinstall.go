@@ -1,0 +1,213 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/identity"
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+// maxInstallBody is the contract's cap on the callback body.
+const maxInstallBody = 64 << 10
+
+// Event types with meaning; any other type is recorded and ignored.
+const (
+	typeInstalled   = "INSTALLED"
+	typeUninstalled = "UNINSTALLED"
+)
+
+// Verifier checks a Trackunit-Identity JWT.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (*identity.Identity, error)
+	Ready() bool
+}
+
+// InstallStore commits install events.
+type InstallStore interface {
+	ApplyInstallEvent(ctx context.Context, ev store.InstallEvent) (store.Outcome, error)
+	Ping(ctx context.Context) error
+}
+
+// InstallObserver is told the outcome of every install callback, for metrics.
+type InstallObserver interface {
+	InstallEvent(eventType, outcome string)
+	// Rejected counts an identity refused after verification (its claims
+	// disagree with the body).
+	Rejected(reason string)
+}
+
+// installBody is the callback body. Unknown fields are ignored, as the
+// contract asks: Trackunit says the message "will look something like this".
+type installBody struct {
+	Type         string        `json:"type"`
+	IrisAppID    string        `json:"irisAppId"`
+	AccountID    string        `json:"accountId"`
+	ClientID     crypto.Secret `json:"clientId"`
+	ClientSecret crypto.Secret `json:"clientSecret"`
+}
+
+type installResponse struct {
+	Status string `json:"status"`
+}
+
+type installHandler struct {
+	verifier    Verifier
+	store       InstallStore
+	allowedApps []string
+	now         func() time.Time
+	observer    InstallObserver
+}
+
+// handle answers POST /appinstall in the contract's order of checks:
+// size, identity, body, allowed app, then the commit.
+func (h *installHandler) handle(c echo.Context) error {
+	req := c.Request()
+	receivedAt := h.now()
+	raw, err := readCapped(req.Body, maxInstallBody)
+	if err != nil {
+		return err
+	}
+	id, err := h.verifier.Verify(req.Context(), req.Header.Get("Trackunit-Identity"))
+	if err != nil {
+		return identityError(err)
+	}
+	body, err := decodeInstallBody(raw)
+	if err != nil {
+		return err
+	}
+	if err := id.CheckBody(body.IrisAppID, body.AccountID); err != nil {
+		// The verifier counted its own refusals; this one happens here.
+		if h.observer != nil {
+			h.observer.Rejected(identity.ReasonOf(err))
+		}
+		return identityError(err)
+	}
+	if len(h.allowedApps) > 0 && !slices.Contains(h.allowedApps, body.IrisAppID) {
+		return newError(http.StatusForbidden, codeAppNotAllowed, "this irisAppId is not served here", nil)
+	}
+	ev := store.InstallEvent{
+		Type:         body.Type,
+		IrisAppID:    body.IrisAppID,
+		AccountID:    canonicalUUID(body.AccountID),
+		ClientID:     body.ClientID,
+		ClientSecret: body.ClientSecret,
+		EventAt:      receivedAt,
+		ReceivedAt:   receivedAt,
+		JTI:          id.JTI,
+		RemoteAddr:   remoteHost(req.RemoteAddr),
+	}
+	if !id.IssuedAt.IsZero() {
+		ev.EventAt = id.IssuedAt
+	}
+	outcome, err := h.store.ApplyInstallEvent(req.Context(), ev)
+	if errors.Is(err, store.ErrInvalid) {
+		return newError(http.StatusBadRequest, codeInvalidRequest, "the install callback's fields are not acceptable", err)
+	}
+	if err != nil {
+		return newError(http.StatusServiceUnavailable, codeUnavailable, "the install could not be stored; retry later", err)
+	}
+	if h.observer != nil {
+		h.observer.InstallEvent(eventTypeLabel(body.Type), string(outcome))
+	}
+	return c.JSON(http.StatusOK, installResponse{Status: string(outcome)})
+}
+
+// readCapped reads at most limit bytes; one byte more means 413.
+func readCapped(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "the request body could not be read", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than 64 KiB", nil)
+	}
+	return b, nil
+}
+
+func identityError(err error) error {
+	msg := "the Trackunit-Identity header is missing or not valid"
+	var ie *identity.Error
+	if errors.As(err, &ie) {
+		msg = "the Trackunit-Identity header is not valid: " + ie.Reason
+	}
+	return newError(http.StatusUnauthorized, codeInvalidIdentity, msg, err)
+}
+
+// decodeInstallBody validates the body; its error messages name fields,
+// never their values.
+func decodeInstallBody(raw []byte) (*installBody, error) {
+	var b installBody
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "the body is not a JSON object of the install callback's shape", nil)
+	}
+	var missing []string
+	for _, f := range []struct{ name, value string }{
+		{"type", b.Type}, {"irisAppId", b.IrisAppID}, {"accountId", b.AccountID},
+	} {
+		if strings.TrimSpace(f.value) == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if b.Type == typeInstalled {
+		if b.ClientID.IsZero() {
+			missing = append(missing, "clientId")
+		}
+		if b.ClientSecret.IsZero() {
+			missing = append(missing, "clientSecret")
+		}
+	}
+	if len(missing) > 0 {
+		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "missing fields: "+strings.Join(missing, ", "), nil)
+	}
+	if len(b.IrisAppID) > 255 || len(b.Type) > 64 {
+		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "irisAppId or type is too long", nil)
+	}
+	if !isUUID(b.AccountID) {
+		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "accountId is not a UUID", nil)
+	}
+	return &b, nil
+}
+
+// isUUID accepts only the canonical 8-4-4-4-12 form, which is what
+// Trackunit sends; uuid.Parse alone would also take braces and URNs.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	_, err := uuid.Parse(s)
+	return err == nil
+}
+
+func canonicalUUID(s string) string { return uuid.MustParse(s).String() }
+
+// eventTypeLabel bounds the metric label to known values: the type is
+// attacker-chosen text.
+func eventTypeLabel(t string) string {
+	switch t {
+	case typeInstalled, typeUninstalled:
+		return t
+	}
+	return "other"
+}
+
+// remoteHost is the peer's address. X-Forwarded-For is not trusted: it is
+// recorded for audit, and a caller could forge it.
+func remoteHost(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}

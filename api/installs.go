@@ -1,0 +1,181 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
+	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+// installEventsShown is how many events GetInstall returns.
+const installEventsShown = 50
+
+// InstallReader lists installs for operators.
+type InstallReader interface {
+	ListInstalls(ctx context.Context, f store.ListFilter) ([]store.Install, error)
+	GetInstall(ctx context.Context, irisAppID, accountID string, events int) (store.Install, []store.Event, error)
+}
+
+type installService struct {
+	store InstallReader
+}
+
+var _ brokerv1connect.InstallServiceHandler = (*installService)(nil)
+
+// ListInstalls returns one keyset page of installs.
+func (s *installService) ListInstalls(ctx context.Context, req *connect.Request[brokerv1.ListInstallsRequest]) (*connect.Response[brokerv1.ListInstallsResponse], error) {
+	m := req.Msg
+	page, err := listInstallsPage(ctx, s.store, m.GetIrisAppId(), m.GetStatus(), int(m.GetPageSize()), m.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	resp := &brokerv1.ListInstallsResponse{NextPageToken: page.next}
+	for _, in := range page.installs {
+		resp.Installs = append(resp.Installs, installMessage(in))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// GetInstall returns one install with its latest events.
+func (s *installService) GetInstall(ctx context.Context, req *connect.Request[brokerv1.GetInstallRequest]) (*connect.Response[brokerv1.GetInstallResponse], error) {
+	m := req.Msg
+	if m.GetIrisAppId() == "" || !isUUID(m.GetAccountId()) {
+		return nil, invalidArgument("irisAppId and a UUID accountId are required")
+	}
+	in, events, err := s.store.GetInstall(ctx, m.GetIrisAppId(), canonicalUUID(m.GetAccountId()), installEventsShown)
+	if err != nil {
+		return nil, err
+	}
+	resp := &brokerv1.GetInstallResponse{Install: installMessage(in)}
+	for _, e := range events {
+		resp.Events = append(resp.Events, &brokerv1.InstallEvent{
+			Id: e.ID, Type: e.Type, Outcome: e.Outcome, Jti: e.JTI, RemoteAddr: e.RemoteAddr,
+			EventAt: timestamppb.New(e.EventAt), ReceivedAt: timestamppb.New(e.ReceivedAt),
+		})
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// installPage is one page of a listing, shared by the RPC and the admin page.
+type installPage struct {
+	installs []store.Install
+	next     string
+}
+
+// listInstallsPage validates the filters and page token and reads one page.
+// It asks for one row more than the page size to know whether a next page
+// exists without a count.
+func listInstallsPage(ctx context.Context, r InstallReader, app, status string, size int, pageToken string) (installPage, error) {
+	switch {
+	case size < 0 || size > store.MaxListLimit:
+		return installPage{}, invalidArgument("pageSize must be between 0 and 1000")
+	case size == 0:
+		size = store.DefaultListLimit
+	}
+	st := store.InstallStatus(status)
+	switch st {
+	case "", store.StatusInstalled, store.StatusUninstalled, store.StatusCredentialsRejected:
+	default:
+		return installPage{}, invalidArgument("status must be installed, uninstalled or credentials_rejected")
+	}
+	f := store.ListFilter{IrisAppID: app, Status: st, Limit: size + 1}
+	if pageToken != "" {
+		after, err := decodePageToken(pageToken, app, status)
+		if err != nil {
+			return installPage{}, err
+		}
+		f.After = &after
+	}
+	installs, err := r.ListInstalls(ctx, f)
+	if err != nil {
+		return installPage{}, err
+	}
+	page := installPage{installs: installs}
+	if len(installs) > size {
+		page.installs = installs[:size]
+		last := page.installs[size-1]
+		page.next = encodePageToken(store.InstallKey{IrisAppID: last.IrisAppID, AccountID: last.AccountID}, app, status)
+	}
+	return page, nil
+}
+
+// pageToken is the opaque cursor: the last key of the previous page, bound
+// to the filters it was made for, with a checksum so an edited or truncated
+// token is refused instead of silently starting elsewhere.
+type pageToken struct {
+	App     string `json:"a"`
+	Account string `json:"c"`
+	Sum     string `json:"s"`
+}
+
+func pageTokenSum(key store.InstallKey, app, status string) string {
+	h := sha256.New()
+	for _, s := range []string{"irisx-page-v1", key.IrisAppID, key.AccountID, app, status} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
+}
+
+func encodePageToken(key store.InstallKey, app, status string) string {
+	b, _ := json.Marshal(pageToken{App: key.IrisAppID, Account: key.AccountID, Sum: pageTokenSum(key, app, status)})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+var errBadPageToken = errors.New("pageToken is not one this service issued for these filters")
+
+func decodePageToken(s, app, status string) (store.InstallKey, error) {
+	bad := connect.NewError(connect.CodeInvalidArgument, errBadPageToken)
+	if len(s) > 1024 {
+		return store.InstallKey{}, bad
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return store.InstallKey{}, bad
+	}
+	var t pageToken
+	if err := json.Unmarshal(b, &t); err != nil {
+		return store.InstallKey{}, bad
+	}
+	key := store.InstallKey{IrisAppID: t.App, AccountID: t.Account}
+	if t.Sum != pageTokenSum(key, app, status) {
+		return store.InstallKey{}, bad
+	}
+	return key, nil
+}
+
+func installMessage(in store.Install) *brokerv1.Install {
+	m := &brokerv1.Install{
+		IrisAppId:     in.IrisAppID,
+		AccountId:     in.AccountID,
+		Status:        string(in.Status),
+		UpdatedAt:     timestamppb.New(in.UpdatedAt),
+		UninstalledAt: optionalTime(in.UninstalledAt),
+		KeyId:         in.KeyID,
+		LastTokenAt:   optionalTime(in.LastTokenAt),
+	}
+	// An install only ever seen uninstalled has no install time.
+	if !in.InstalledAt.IsZero() {
+		m.InstalledAt = timestamppb.New(in.InstalledAt)
+	}
+	if in.LastError != "" {
+		m.LastError = &in.LastError
+	}
+	return m
+}
+
+func optionalTime(t *time.Time) *timestamppb.Timestamp {
+	if t == nil {
+		return nil
+	}
+	return timestamppb.New(*t)
+}

@@ -1,0 +1,58 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// HTTPObserver records one finished request, for metrics. route is the
+// registered path pattern (never the raw URL, which would be unbounded).
+type HTTPObserver interface {
+	HTTPRequest(route, method string, status int, d time.Duration)
+}
+
+// requestLogger gives every request an id, runs it, maps its error, and logs
+// one line with id, route, status and latency.
+func requestLogger(logger *slog.Logger, obs HTTPObserver) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			id := c.Request().Header.Get(echo.HeaderXRequestID)
+			if id == "" || len(id) > 64 {
+				id = newRequestID()
+			}
+			c.Response().Header().Set(echo.HeaderXRequestID, id)
+			if err := next(c); err != nil {
+				c.Error(err)
+			}
+			route := c.Path()
+			if route == "" {
+				route = "unmatched"
+			}
+			status := c.Response().Status
+			d := time.Since(start)
+			if obs != nil {
+				obs.HTTPRequest(route, c.Request().Method, status, d)
+			}
+			logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "request",
+				slog.String("request_id", id),
+				slog.String("method", c.Request().Method),
+				slog.String("route", route),
+				slog.Int("status", status),
+				slog.Duration("latency", d),
+				slog.String("remote_addr", remoteHost(c.Request().RemoteAddr)),
+			)
+			return nil
+		}
+	}
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,71 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
+	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
+	"github.com/irisx-broker/irisx-broker/token"
+)
+
+// maxMinValidSeconds bounds minValidSeconds: a token lives 3600 s, and a
+// demand close to that would make every call mint a new one.
+const maxMinValidSeconds = 3000
+
+// Broker mints install tokens.
+type Broker interface {
+	Token(ctx context.Context, r token.Request) (token.Token, error)
+}
+
+type tokenService struct {
+	broker      Broker
+	allowedApps []string
+}
+
+var _ brokerv1connect.TokenServiceHandler = (*tokenService)(nil)
+
+// GetToken returns an access token for one install.
+func (s *tokenService) GetToken(ctx context.Context, req *connect.Request[brokerv1.GetTokenRequest]) (*connect.Response[brokerv1.GetTokenResponse], error) {
+	m := req.Msg
+	app := m.GetIrisAppId()
+	if app == "" {
+		if len(s.allowedApps) != 1 {
+			return nil, invalidArgument("irisAppId is required unless ALLOWED_APP_IDS names exactly one app")
+		}
+		app = s.allowedApps[0]
+	}
+	if !isUUID(m.GetAccountId()) {
+		return nil, invalidArgument("accountId must be a UUID")
+	}
+	if m.GetMinValidSeconds() < 0 || m.GetMinValidSeconds() > maxMinValidSeconds {
+		return nil, invalidArgument("minValidSeconds must be between 0 and 3000")
+	}
+	t, err := s.broker.Token(ctx, token.Request{
+		IrisAppID: app,
+		AccountID: canonicalUUID(m.GetAccountId()),
+		Scopes:    m.GetScopes(),
+		MinValid:  time.Duration(m.GetMinValidSeconds()) * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(tokenResponse(t)), nil
+}
+
+// GetApiUserToken is served once API users exist; see ApiUserService.
+func (s *tokenService) GetApiUserToken(context.Context, *connect.Request[brokerv1.GetApiUserTokenRequest]) (*connect.Response[brokerv1.GetTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errNotImplemented)
+}
+
+func tokenResponse(t token.Token) *brokerv1.GetTokenResponse {
+	return &brokerv1.GetTokenResponse{
+		AccessToken: t.AccessToken.Reveal(),
+		TokenType:   t.TokenType,
+		ExpiresAt:   timestamppb.New(t.ExpiresAt),
+		Scopes:      t.Scopes,
+	}
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// env looks a variable up, as os.LookupEnv does; tests pass their own.
+type env func(string) (string, bool)
+
+// errReported is returned when the error was already written to stderr.
+var errReported = errors.New("reported")
+
+const usage = `usage: irisx-broker <command> [flags]
+
+commands:
+  serve                 run the service (applies pending migrations unless --migrate=false)
+  dev                   serve with an in-process Trackunit simulator and a throwaway key
+  migrate up|down N|version
+  keys generate [--id ID]
+  keys reencrypt [--batch N]
+  installs list [--app ID] [--status S] [--json]
+`
+
+// run is the whole program, with its inputs and outputs injected so tests
+// can drive it.
+func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return errReported
+	}
+	cmd, rest := args[1], args[2:]
+	var err error
+	switch cmd {
+	case "serve":
+		err = runServe(ctx, rest, lookup, stdout, stderr)
+	case "dev":
+		err = runDev(ctx, rest, lookup, stdout, stderr)
+	case "migrate":
+		err = runMigrate(ctx, rest, lookup, stdout)
+	case "keys":
+		err = runKeys(ctx, rest, lookup, stdout, stderr)
+	case "installs":
+		err = runInstalls(ctx, rest, lookup, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		return errReported
+	}
+	if err != nil && !errors.Is(err, errReported) {
+		fmt.Fprintf(stderr, "irisx-broker %s: %v\n", cmd, err)
+	}
+	_ = stdin
+	return err
+}
