@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -68,6 +69,7 @@ type installHandler struct {
 	allowedApps []string
 	now         func() time.Time
 	observer    InstallObserver
+	logger      *slog.Logger
 }
 
 // handle answers POST /appinstall in the contract's order of checks:
@@ -121,6 +123,13 @@ func (h *installHandler) handle(c echo.Context) error {
 	if h.observer != nil {
 		h.observer.InstallEvent(eventTypeLabel(body.Type), string(outcome))
 	}
+	h.logger.LogAttrs(req.Context(), slog.LevelInfo, "install event",
+		slog.String("iris_app_id", ev.IrisAppID),
+		slog.String("account_id", ev.AccountID),
+		slog.String("type", eventTypeLabel(body.Type)),
+		slog.String("outcome", string(outcome)),
+		slog.String("jti", ev.JTI),
+		slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID)))
 	return c.JSON(http.StatusOK, installResponse{Status: string(outcome)})
 }
 

@@ -308,6 +308,9 @@ func TestInstallSecretsNeverStoredOrLogged(t *testing.T) {
 	if !strings.Contains(dump, "installs: ") || !strings.Contains(logs, "/appinstall") {
 		t.Fatal("the scan saw no rows or no logs; it would prove nothing")
 	}
+	if !strings.Contains(logs, `"msg":"install event","iris_app_id":"`+testApp+`"`) {
+		t.Error("install events are not logged with their app and account")
+	}
 	for _, s := range secrets {
 		for where, text := range map[string]string{"database": dump, "logs": logs} {
 			if strings.Contains(text, s) || strings.Contains(text, hex.EncodeToString([]byte(s))) {

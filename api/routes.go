@@ -34,8 +34,11 @@ func NewPublic(d PublicDeps) *echo.Echo {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
 	e := newEcho(d.Logger, d.HTTP)
-	install := &installHandler{verifier: d.Verifier, store: d.Store, allowedApps: d.AllowedApps, now: d.Now, observer: d.Observer}
+	install := &installHandler{verifier: d.Verifier, store: d.Store, allowedApps: d.AllowedApps, now: d.Now, observer: d.Observer, logger: d.Logger}
 	health := &healthHandler{ping: d.Store.Ping, ready: d.Verifier.Ready}
 	e.POST("/appinstall", install.handle)
 	e.GET("/healthz", health.healthz)
