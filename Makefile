@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 DATABASE_URL ?= $(PG_URL)/irisx_broker?sslmode=disable
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 30s
 
 # Tests use TEST_DATABASE_URL when set, else the local Postgres when one

@@ -65,7 +65,7 @@ type changePayload struct {
 }
 
 func (k InstallKey) notifyPayload() string {
-	b, _ := json.Marshal(changePayload{IrisAppID: k.IrisAppID, AccountID: k.AccountID}) // cannot fail for strings
+	b, _ := json.Marshal(changePayload(k)) // cannot fail for strings
 	return string(b)
 }
 
