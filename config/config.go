@@ -24,11 +24,10 @@ import (
 // that decoding itself cannot fail and validation can report all problems
 // together instead of stopping at the first.
 type raw struct {
-	DatabaseURL        crypto.Secret `env:"DATABASE_URL"`
+	// Storage is exported only so envconfig can fill it.
+	Storage            rawStorage
 	PublicAddr         string        `env:"PUBLIC_ADDR, default=:8080"`
 	InternalAddr       string        `env:"INTERNAL_ADDR, default=127.0.0.1:8081"`
-	EncryptionKeys     crypto.Secret `env:"ENCRYPTION_KEYS"`
-	EncryptionKeysFile string        `env:"ENCRYPTION_KEYS_FILE"`
 	InternalAPITokens  crypto.Secret `env:"INTERNAL_API_TOKENS"`
 	AdminAPITokens     crypto.Secret `env:"ADMIN_API_TOKENS"`
 	JWKSURL            string        `env:"TRACKUNIT_JWKS_URL, default=https://iris.trackunit.com/api/marketplace/jwks"`
@@ -79,19 +78,15 @@ func (e *Error) Error() string {
 // and validates all of it. readFile reads ENCRYPTION_KEYS_FILE; nil means
 // os.ReadFile.
 func Load(ctx context.Context, lookup func(string) (string, bool), readFile func(string) ([]byte, error)) (*Config, error) {
-	if readFile == nil {
-		readFile = os.ReadFile
-	}
 	var r raw
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{
-		Target:   &r,
-		Lookuper: envconfig.LookuperFunc(lookup),
-	}); err != nil {
-		return nil, fmt.Errorf("reading environment: %w", err)
+	if err := readEnv(ctx, lookup, &r); err != nil {
+		return nil, err
 	}
 	v := validator{}
+	st := v.storage(r.Storage, readFile)
 	c := &Config{
-		DatabaseURL:        r.DatabaseURL,
+		DatabaseURL:        st.DatabaseURL,
+		Keyring:            st.Keyring,
 		PublicAddr:         v.addr("PUBLIC_ADDR", r.PublicAddr),
 		InternalAddr:       v.addr("INTERNAL_ADDR", r.InternalAddr),
 		InternalAPITokens:  v.tokens("INTERNAL_API_TOKENS", r.InternalAPITokens),
@@ -107,8 +102,6 @@ func Load(ctx context.Context, lookup func(string) (string, bool), readFile func
 		TokenRefreshMargin: v.duration("TOKEN_REFRESH_MARGIN", r.TokenRefreshMargin, 0),
 		LogFormat:          strings.ToLower(strings.TrimSpace(r.LogFormat)),
 	}
-	v.databaseURL(r.DatabaseURL)
-	c.Keyring = v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile)
 	if err := c.LogLevel.UnmarshalText([]byte(r.LogLevel)); err != nil {
 		v.bad("LOG_LEVEL", "must be debug, info, warn or error")
 	}
@@ -119,6 +112,58 @@ func Load(ctx context.Context, lookup func(string) (string, bool), readFile func
 		return nil, &Error{Problems: v.problems}
 	}
 	return c, nil
+}
+
+// Storage is what a command that only reads and writes stored secrets
+// needs (`keys reencrypt`): the database and the keyring, no API tokens.
+type Storage struct {
+	DatabaseURL crypto.Secret
+	Keyring     *crypto.Keyring
+}
+
+// rawStorage is the part of raw that LoadStorage reads.
+type rawStorage struct {
+	DatabaseURL        crypto.Secret `env:"DATABASE_URL"`
+	EncryptionKeys     crypto.Secret `env:"ENCRYPTION_KEYS"`
+	EncryptionKeysFile string        `env:"ENCRYPTION_KEYS_FILE"`
+}
+
+// LoadStorage reads and validates DATABASE_URL and ENCRYPTION_KEYS (or
+// ENCRYPTION_KEYS_FILE) only, by the same rules and with the same messages
+// as Load, reporting every bad variable at once as an *Error. readFile
+// reads ENCRYPTION_KEYS_FILE; nil means os.ReadFile.
+func LoadStorage(ctx context.Context, lookup func(string) (string, bool), readFile func(string) ([]byte, error)) (*Storage, error) {
+	var r rawStorage
+	if err := readEnv(ctx, lookup, &r); err != nil {
+		return nil, err
+	}
+	v := validator{}
+	s := v.storage(r, readFile)
+	if len(v.problems) > 0 {
+		return nil, &Error{Problems: v.problems}
+	}
+	return s, nil
+}
+
+// readEnv fills target (a raw struct of strings) through lookup.
+func readEnv(ctx context.Context, lookup func(string) (string, bool), target any) error {
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{
+		Target:   target,
+		Lookuper: envconfig.LookuperFunc(lookup),
+	}); err != nil {
+		return fmt.Errorf("reading environment: %w", err)
+	}
+	return nil
+}
+
+// storage validates the database URL and the keyring. readFile reads
+// ENCRYPTION_KEYS_FILE; nil means os.ReadFile.
+func (v *validator) storage(r rawStorage, readFile func(string) ([]byte, error)) *Storage {
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	v.databaseURL(r.DatabaseURL)
+	return &Storage{DatabaseURL: r.DatabaseURL, Keyring: v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile)}
 }
 
 type validator struct{ problems []string }

@@ -141,3 +141,65 @@ func TestSecretsDoNotPrint(t *testing.T) {
 		}
 	}
 }
+
+// LoadStorage checks DATABASE_URL and the keys exactly as Load does, and
+// nothing else: `keys reencrypt` needs no API tokens.
+func TestLoadStorage(t *testing.T) {
+	keysFile := func(p string) ([]byte, error) {
+		if p == "/run/secrets/keys" {
+			return []byte(testKey + "\n"), nil
+		}
+		return nil, &fs.PathError{Op: "open", Path: p, Err: fs.ErrNotExist}
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		primary string // when valid
+	}{
+		{"keys in the environment", map[string]string{"DATABASE_URL": "postgres://db/x", "ENCRYPTION_KEYS": testKey}, "k1"},
+		{"keys in a file", map[string]string{"DATABASE_URL": "postgres://db/x", "ENCRYPTION_KEYS_FILE": "/run/secrets/keys"}, "k1"},
+		{"nothing set", map[string]string{}, ""},
+		{"bad values", map[string]string{"DATABASE_URL": "mysql://root:hunter2@db/x", "ENCRYPTION_KEYS": "k1:c2hvcnQtc2VjcmV0LWtleQ=="}, ""},
+		{"both key sources", map[string]string{"DATABASE_URL": "postgres://db/x", "ENCRYPTION_KEYS": testKey, "ENCRYPTION_KEYS_FILE": "/run/secrets/keys"}, ""},
+		{"unreadable key file", map[string]string{"DATABASE_URL": "postgres://db/x", "ENCRYPTION_KEYS_FILE": "/missing"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := LoadStorage(context.Background(), lookupFrom(tt.env), keysFile)
+			if tt.primary != "" {
+				if err != nil {
+					t.Fatalf("LoadStorage: %v", err)
+				}
+				if s.Keyring.PrimaryID() != tt.primary || s.DatabaseURL.Reveal() != tt.env["DATABASE_URL"] {
+					t.Errorf("LoadStorage = %v, want primary %s and the database URL", s, tt.primary)
+				}
+				return
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *Error", err)
+			}
+			// The same problems, word for word, as Load finds for these
+			// variables (Load also finds the missing tokens).
+			_, loadErr := Load(context.Background(), lookupFrom(tt.env), keysFile)
+			var le *Error
+			if !errors.As(loadErr, &le) {
+				t.Fatalf("Load err = %v, want *Error", loadErr)
+			}
+			var want []string
+			for _, p := range le.Problems {
+				if strings.HasPrefix(p, "DATABASE_URL:") || strings.HasPrefix(p, "ENCRYPTION_KEYS") {
+					want = append(want, p)
+				}
+			}
+			if diff := cmp.Diff(want, ce.Problems); diff != "" {
+				t.Errorf("problems (-Load's +LoadStorage's):\n%s", diff)
+			}
+			for _, secret := range []string{"hunter2", "c2hvcnQtc2VjcmV0LWtleQ"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("message leaks %q: %s", secret, err)
+				}
+			}
+		})
+	}
+}

@@ -74,7 +74,8 @@ func waitMatch(t *testing.T, buf *syncBuffer, re *regexp.Regexp, result chan err
 		}
 		select {
 		case err := <-result:
-			t.Fatalf("the program ended early: %v", err)
+			result <- err // for stop, which waits for it
+			t.Fatalf("the program ended early: %v\n%s", err, buf.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
