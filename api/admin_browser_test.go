@@ -388,15 +388,6 @@ func (b *adminBrowser) has(id string) bool {
 	return found
 }
 
-func (b *adminBrowser) text(id string) string {
-	b.t.Helper()
-	s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.ID(id)))
-	if err != nil {
-		b.t.Fatalf("text of #%s: %v", id, err)
-	}
-	return s
-}
-
 func (b *adminBrowser) location() string {
 	b.t.Helper()
 	loc, err := chromedp.Run(b.ctx, chromedp.Location())

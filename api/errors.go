@@ -120,6 +120,10 @@ func connectError(err error) *connect.Error {
 		code, msg = connect.CodeCanceled, "the call was canceled"
 	case errors.Is(err, context.DeadlineExceeded):
 		code, msg = connect.CodeDeadlineExceeded, "the deadline passed before a token was ready"
+	case errors.Is(err, token.ErrAPIUserNotFound), errors.Is(err, store.ErrAPIUserNotFound):
+		code, msg = connect.CodeNotFound, "no such API user"
+	case errors.Is(err, token.ErrAPIUserRejected):
+		code, msg = connect.CodeFailedPrecondition, "Trackunit rejected this API user's credentials; register them again with CreateApiUser"
 	case errors.Is(err, token.ErrNotFound), errors.Is(err, store.ErrNotFound):
 		code, msg = connect.CodeNotFound, "no such install"
 	case errors.Is(err, token.ErrUninstalled):

@@ -72,6 +72,10 @@ type InternalDeps struct {
 	AllowedApps    []string
 	Logger         *slog.Logger
 	HTTP           HTTPObserver // optional
+	// APIUsers and APIUserBroker serve ApiUserService and
+	// GetApiUserToken; without them those calls are unimplemented.
+	APIUsers      APIUserRegistry
+	APIUserBroker APIUserBroker
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -84,6 +88,7 @@ type InternalStore interface {
 //
 //	POST /irisx.broker.v1.TokenService/*    GetToken, GetApiUserToken (INTERNAL_API_TOKENS)
 //	POST /irisx.broker.v1.InstallService/*  ListInstalls, GetInstall (ADMIN_API_TOKENS)
+//	POST /irisx.broker.v1.ApiUserService/*  CreateApiUser, ListApiUsers, DeleteApiUser (ADMIN_API_TOKENS)
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
 //	GET  /metrics                           Prometheus text format
@@ -102,10 +107,13 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	mount := func(path string, h http.Handler) { e.Any(path+"*", echo.WrapHandler(h)) }
 
 	mount(brokerv1connect.NewTokenServiceHandler(
-		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps},
+		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker},
 		connect.WithInterceptors(internalAuth, errs)))
 	mount(brokerv1connect.NewInstallServiceHandler(
 		&installService{store: d.Store},
+		connect.WithInterceptors(adminAuth, errs)))
+	mount(brokerv1connect.NewApiUserServiceHandler(
+		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker},
 		connect.WithInterceptors(adminAuth, errs)))
 
 	registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)

@@ -24,6 +24,7 @@ type Broker interface {
 type tokenService struct {
 	broker      Broker
 	allowedApps []string
+	apiUsers    APIUserBroker // nil: GetApiUserToken is unimplemented
 }
 
 var _ brokerv1connect.TokenServiceHandler = (*tokenService)(nil)
@@ -56,9 +57,13 @@ func (s *tokenService) GetToken(ctx context.Context, req *connect.Request[broker
 	return connect.NewResponse(tokenResponse(t)), nil
 }
 
-// GetApiUserToken is served once API users exist; see ApiUserService.
-func (s *tokenService) GetApiUserToken(context.Context, *connect.Request[brokerv1.GetApiUserTokenRequest]) (*connect.Response[brokerv1.GetTokenResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNotImplemented)
+// GetApiUserToken returns an access token for a registered API user.
+func (s *tokenService) GetApiUserToken(ctx context.Context, req *connect.Request[brokerv1.GetApiUserTokenRequest]) (*connect.Response[brokerv1.GetTokenResponse], error) {
+	resp, err := getAPIUserToken(ctx, s.apiUsers, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
 }
 
 func tokenResponse(t token.Token) *brokerv1.GetTokenResponse {

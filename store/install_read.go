@@ -212,11 +212,18 @@ func (s *Store) GetInstall(ctx context.Context, irisAppID, accountID string, eve
 	return view.install(), evs, nil
 }
 
-// KeyIDCounts returns, per key id, how many installs have their
-// credentials sealed under it (two ciphertexts each). The start-up check
+// KeyIDCounts returns, per key id, how many sets of ciphertexts are sealed
+// under it: an install's credentials, an API user's credentials, and an API
+// user's refresh and access tokens each count once. The start-up check
 // compares it with the keyring.
 func (s *Store) KeyIDCounts(ctx context.Context) (map[string]int64, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT key_id, count(*) FROM installs WHERE key_id IS NOT NULL GROUP BY key_id`)
+	rows, _ := s.pool.Query(ctx, `SELECT key_id, sum(n)::bigint FROM (
+			SELECT key_id, count(*) AS n FROM installs WHERE key_id IS NOT NULL GROUP BY key_id
+			UNION ALL
+			SELECT key_id, count(*) FROM api_users GROUP BY key_id
+			UNION ALL
+			SELECT token_key_id, count(*) FROM api_users WHERE token_key_id IS NOT NULL GROUP BY token_key_id
+		) AS sealed GROUP BY key_id`)
 	counts := make(map[string]int64)
 	var (
 		id string

@@ -1,10 +1,23 @@
 package store_test
 
 import (
+	"io/fs"
 	"testing"
 
+	"github.com/irisx-broker/irisx-broker/migrations"
 	"github.com/irisx-broker/irisx-broker/store"
 )
+
+// latestMigration is the number of the newest embedded migration; they are
+// numbered 1..N without gaps.
+func latestMigration(t *testing.T) uint {
+	t.Helper()
+	ups, err := fs.Glob(migrations.FS, "*.up.sql")
+	if err != nil || len(ups) == 0 {
+		t.Fatalf("no embedded migrations: %v", err)
+	}
+	return uint(len(ups))
+}
 
 func TestMigrations(t *testing.T) {
 	t.Parallel()
@@ -19,15 +32,16 @@ func TestMigrations(t *testing.T) {
 	}
 	tables := func() int {
 		return e.count(t, `SELECT count(*) FROM information_schema.tables
-			WHERE table_schema = 'public' AND table_name IN ('installs', 'install_events')`)
+			WHERE table_schema = 'public' AND table_name IN ('installs', 'install_events', 'api_users')`)
 	}
-	if v := version(); v != 1 {
-		t.Errorf("version = %d, want 1", v)
+	latest := latestMigration(t)
+	if v := version(); v != latest {
+		t.Errorf("version = %d, want %d", v, latest)
 	}
 	if err := store.MigrateUp(e.url); err != nil {
 		t.Errorf("MigrateUp with nothing pending: %v", err)
 	}
-	if err := store.MigrateDown(e.url, 1); err != nil {
+	if err := store.MigrateDown(e.url, int(latest)); err != nil {
 		t.Fatalf("MigrateDown: %v", err)
 	}
 	if v, n := version(), tables(); v != 0 || n != 0 {
@@ -39,8 +53,8 @@ func TestMigrations(t *testing.T) {
 	if err := store.MigrateUp(e.url); err != nil {
 		t.Fatalf("MigrateUp: %v", err)
 	}
-	if v, n := version(), tables(); v != 1 || n != 2 {
-		t.Errorf("after up: version %d with %d tables, want 1 and 2", v, n)
+	if v, n := version(), tables(); v != latest || n != 3 {
+		t.Errorf("after up: version %d with %d tables, want %d and 3", v, n, latest)
 	}
 	for _, bad := range []string{"mysql://x/y", "host=localhost dbname=x", "postgres://%zz"} {
 		if err := store.MigrateUp(bad); err == nil {

@@ -47,6 +47,27 @@ var sealedTables = []sealedTable{{
 		{name: "client_secret_enc", aad: columnClientSecret},
 	},
 	version: "credentials_version",
+}, {
+	table:  apiUsersTable,
+	key:    []keyColumn{{name: "name"}},
+	rowKey: func(k []string) string { return apiUserLocation(k[0], "").Row },
+	keyID:  "key_id",
+	columns: []sealedColumn{
+		{name: "client_id_enc", aad: columnClientID},
+		{name: "client_secret_enc", aad: columnClientSecret},
+		{name: "password_enc", aad: columnPassword},
+	},
+}, {
+	// The tokens are sealed separately: a refresh rewrites them (with the
+	// current primary) without touching the registered credentials.
+	table:  apiUsersTable,
+	key:    []keyColumn{{name: "name"}},
+	rowKey: func(k []string) string { return apiUserLocation(k[0], "").Row },
+	keyID:  "token_key_id",
+	columns: []sealedColumn{
+		{name: "refresh_token_enc", aad: columnRefreshToken},
+		{name: "access_token_enc", aad: columnAccessToken},
+	},
 }}
 
 // param returns the placeholder for argument n of key column c.

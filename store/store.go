@@ -1,7 +1,8 @@
 // Package store is the Postgres repository (pgx/v5) and the only package
-// that speaks SQL. It owns the installs and their event log, seals and opens
-// stored credentials through crypto, announces install changes with
-// LISTEN/NOTIFY, and applies the embedded migrations.
+// that speaks SQL. It owns the installs and their event log and the API
+// users with their shared tokens, seals and opens stored secrets through
+// crypto (and re-encrypts them on key rotation), announces install changes
+// with LISTEN/NOTIFY, and applies the embedded migrations.
 package store
 
 import (

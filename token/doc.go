@@ -1,9 +1,12 @@
-// Package token owns the token broker for IrisX installs: it mints IRIS API
-// access tokens at Trackunit's POST {auth}/apptoken with each install's
-// client credentials, caches them per (app, account, scope set), renews them
-// ahead of expiry, shares one upstream call among concurrent callers, retries
-// transient upstream failures, marks rejected credentials in the store, and
-// records each install's lastTokenAt / lastError asynchronously.
+// Package token owns the token brokers. Broker serves IrisX installs: it
+// mints IRIS API access tokens at Trackunit's POST {auth}/apptoken with each
+// install's client credentials, caches them per (app, account, scope set),
+// renews them ahead of expiry, shares one upstream call among concurrent
+// callers, retries transient upstream failures, marks rejected credentials
+// in the store, and records each install's lastTokenAt / lastError
+// asynchronously. APIUsers serves Trackunit API users at POST {auth}/token
+// (password grant, rotating refresh tokens), with at most one refresh per
+// user across every replica (apiuser.go).
 //
 // It knows nothing of HTTP handlers or RPC: callers classify its errors with
 // errors.Is against the sentinels below and map them to status codes in one

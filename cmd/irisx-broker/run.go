@@ -22,6 +22,7 @@ commands:
   keys generate [--id ID]
   keys reencrypt [--batch N]
   installs list [--app ID] [--status S] [--json]
+  api-users add|list|delete   register Trackunit API users (api-users help for flags)
 `
 
 // run is the whole program, with its inputs and outputs injected so tests
@@ -44,6 +45,8 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 		err = runKeys(ctx, rest, lookup, stdout, stderr)
 	case "installs":
 		err = runInstalls(ctx, rest, lookup, stdout)
+	case "api-users":
+		err = runAPIUsers(ctx, rest, lookup, stdin, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -123,6 +123,16 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	apiUsers, err := token.NewAPIUsers(token.APIUsersConfig{
+		AuthURL:       cfg.AuthURL,
+		RefreshMargin: cfg.TokenRefreshMargin,
+		HTTPClient:    authHTTP,
+		Logger:        log,
+		Observer:      m,
+	}, st)
+	if err != nil {
+		return err
+	}
 
 	public := api.NewPublic(api.PublicDeps{
 		Verifier: verifier, Store: st, AllowedApps: cfg.AllowedAppIDs,
@@ -132,6 +142,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		Verifier: verifier, Store: st, Broker: broker, Metrics: m.Handler(),
 		InternalTokens: cfg.InternalAPITokens, AdminTokens: cfg.AdminAPITokens,
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
+		APIUsers: st, APIUserBroker: apiUsers,
 	})
 
 	publicLn, err := net.Listen("tcp", cfg.PublicAddr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/irisx-broker/irisx-broker/migrations"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -28,6 +31,11 @@ func dbName(t *testing.T, dbURL string) string {
 }
 
 func TestNewDatabaseIsMigratedIsolatedAndDropped(t *testing.T) {
+	ups, err := fs.Glob(migrations.FS, "*.up.sql")
+	if err != nil || len(ups) == 0 {
+		t.Fatalf("no embedded migrations: %v", err)
+	}
+	latest := len(ups) // numbered 1..N
 	var first string
 	t.Run("use", func(t *testing.T) {
 		first = NewDatabase(t)
@@ -42,8 +50,9 @@ func TestNewDatabaseIsMigratedIsolatedAndDropped(t *testing.T) {
 				t.Fatal(err)
 			}
 			var version int
-			if err := conn.QueryRow(testCtx(t), "SELECT version FROM schema_migrations").Scan(&version); err != nil || version != 1 {
-				t.Errorf("%s: schema version %d, %v; want 1", u, version, err)
+			var dirty bool
+			if err := conn.QueryRow(testCtx(t), "SELECT version, dirty FROM schema_migrations").Scan(&version, &dirty); err != nil || version != latest || dirty {
+				t.Errorf("%s: schema version %d (dirty %v), %v; want %d", u, version, dirty, err, latest)
 			}
 			conn.Close(testCtx(t))
 		}

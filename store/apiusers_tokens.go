@@ -1,0 +1,246 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/irisx-broker/irisx-broker/crypto"
+)
+
+// APIUserToken is an API user's status and cached access token: what a
+// replica needs to hand out a token, without the credentials.
+type APIUserToken struct {
+	Name   string
+	Status APIUserStatus
+	// AccessToken is the cached access token; empty when none is cached.
+	AccessToken crypto.Secret
+	TokenType   string
+	Scopes      []string // as granted
+	ExpiresAt   time.Time
+	// ObtainedAt is when the access token was committed, shortly after
+	// Trackunit issued it; with ExpiresAt it gives the token's lifetime.
+	ObtainedAt time.Time
+}
+
+// APIUserState is an API user's row, decrypted, as read under its row lock.
+type APIUserState struct {
+	APIUserToken
+	Username     string
+	Password     crypto.Secret
+	ClientID     crypto.Secret
+	ClientSecret crypto.Secret
+	// RequestScopes are the registered scopes a password grant asks for.
+	RequestScopes []string
+	// RefreshToken is the current refresh token; empty when none is stored.
+	RefreshToken crypto.Secret
+}
+
+// APIUserTokens are what a successful grant returned.
+type APIUserTokens struct {
+	AccessToken crypto.Secret
+	// RefreshToken becomes the current refresh token; empty means none was
+	// issued, and none is kept.
+	RefreshToken crypto.Secret
+	TokenType    string
+	Scopes       []string
+	ExpiresAt    time.Time
+}
+
+// APIUserUpdate is what UpdateAPIUserLocked writes. The zero value writes
+// nothing.
+type APIUserUpdate struct {
+	// Tokens replace the stored refresh token and cached access token, set
+	// last_token_at and clear last_error.
+	Tokens *APIUserTokens
+	// Reject marks the user credentials_rejected and erases its tokens.
+	Reject bool
+	// DropRefreshToken erases the refresh token (Trackunit refused it); the
+	// cached access token stays.
+	DropRefreshToken bool
+	// LastError, a short code such as "invalid_grant" (never upstream text),
+	// is recorded as last_error unless Tokens are given.
+	LastError string
+}
+
+func (u APIUserUpdate) empty() bool {
+	return u.Tokens == nil && !u.Reject && !u.DropRefreshToken && u.LastError == ""
+}
+
+// APIUserToken reads an API user's status and cached access token without
+// locking anything. ErrAPIUserNotFound when there is no such user;
+// ErrUndecryptable when the cached token does not open here.
+func (s *Store) APIUserToken(ctx context.Context, name string) (APIUserToken, error) {
+	if !ValidAPIUserName(name) {
+		return APIUserToken{}, ErrAPIUserNotFound
+	}
+	var (
+		v          = APIUserToken{Name: name}
+		tokenKeyID *string
+		accessEnc  []byte
+		expiresAt  *time.Time
+		obtainedAt *time.Time
+	)
+	err := s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT status, token_key_id, access_token_enc, coalesce(token_type, ''),
+				token_scopes, token_expires_at, last_token_at
+			FROM api_users WHERE name = $1`, name).
+			Scan(&v.Status, &tokenKeyID, &accessEnc, &v.TokenType, &v.Scopes, &expiresAt, &obtainedAt)
+	})
+	if errNoRows(err) {
+		return APIUserToken{}, ErrAPIUserNotFound
+	}
+	if err != nil {
+		return APIUserToken{}, fmt.Errorf("store: read API user token: %w", err)
+	}
+	if accessEnc != nil {
+		if v.AccessToken, err = s.openAPIUser(name, columnAccessToken, *tokenKeyID, accessEnc); err != nil {
+			return APIUserToken{}, err
+		}
+		v.ExpiresAt = *expiresAt
+		if obtainedAt != nil {
+			v.ObtainedAt = *obtainedAt
+		}
+	}
+	return v, nil
+}
+
+// UpdateAPIUserLocked is the one way an API user's tokens change. In one
+// transaction it locks the user's row (SELECT ... FOR UPDATE: every other
+// replica's update of this user waits here), decrypts it, calls fn with it,
+// writes what fn returns, and commits. It returns the user's token as
+// committed, so a caller hands out a token only once it is durable. When fn
+// returns an error nothing is written and that error is returned.
+//
+// fn runs while the lock is held, so it may call Trackunit, but it must be
+// bounded by ctx. ErrAPIUserNotFound when there is no such user (also when it
+// was deleted while waiting for the lock).
+func (s *Store) UpdateAPIUserLocked(ctx context.Context, name string, fn func(APIUserState) (APIUserUpdate, error)) (APIUserToken, error) {
+	if !ValidAPIUserName(name) {
+		return APIUserToken{}, ErrAPIUserNotFound
+	}
+	var out APIUserToken
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		st, err := s.lockAPIUser(ctx, tx, name)
+		if err != nil {
+			return err
+		}
+		upd, err := fn(st)
+		if err != nil {
+			return err
+		}
+		out = st.APIUserToken
+		if upd.empty() {
+			return nil
+		}
+		out, err = s.applyAPIUserUpdate(ctx, tx, st, upd)
+		return err
+	})
+	if err != nil {
+		return APIUserToken{}, err
+	}
+	return out, nil
+}
+
+// lockAPIUser reads and decrypts the user's row under FOR UPDATE.
+func (s *Store) lockAPIUser(ctx context.Context, tx pgx.Tx, name string) (APIUserState, error) {
+	var (
+		st                            = APIUserState{APIUserToken: APIUserToken{Name: name}}
+		keyID                         string
+		idEnc, secretEnc, passwordEnc []byte
+		tokenKeyID                    *string
+		refreshEnc, accessEnc         []byte
+		expiresAt, obtainedAt         *time.Time
+	)
+	err := tx.QueryRow(ctx, `SELECT username, scopes, status, key_id, client_id_enc, client_secret_enc,
+			password_enc, token_key_id, refresh_token_enc, access_token_enc, coalesce(token_type, ''),
+			token_scopes, token_expires_at, last_token_at
+		FROM api_users WHERE name = $1 FOR UPDATE`, name).
+		Scan(&st.Username, &st.RequestScopes, &st.Status, &keyID, &idEnc, &secretEnc, &passwordEnc,
+			&tokenKeyID, &refreshEnc, &accessEnc, &st.TokenType, &st.Scopes, &expiresAt, &obtainedAt)
+	if errNoRows(err) {
+		return APIUserState{}, ErrAPIUserNotFound
+	}
+	if err != nil {
+		return APIUserState{}, fmt.Errorf("store: lock API user: %w", err)
+	}
+	for _, c := range []struct {
+		column string
+		keyID  *string
+		enc    []byte
+		dst    *crypto.Secret
+	}{
+		{columnClientID, &keyID, idEnc, &st.ClientID},
+		{columnClientSecret, &keyID, secretEnc, &st.ClientSecret},
+		{columnPassword, &keyID, passwordEnc, &st.Password},
+		{columnRefreshToken, tokenKeyID, refreshEnc, &st.RefreshToken},
+		{columnAccessToken, tokenKeyID, accessEnc, &st.AccessToken},
+	} {
+		if c.enc == nil {
+			continue
+		}
+		if *c.dst, err = s.openAPIUser(name, c.column, *c.keyID, c.enc); err != nil {
+			return APIUserState{}, err
+		}
+	}
+	if accessEnc != nil {
+		st.ExpiresAt = *expiresAt
+		if obtainedAt != nil {
+			st.ObtainedAt = *obtainedAt
+		}
+	}
+	return st, nil
+}
+
+// applyAPIUserUpdate writes upd to the locked row and returns the token as
+// it will be committed.
+func (s *Store) applyAPIUserUpdate(ctx context.Context, tx pgx.Tx, st APIUserState, upd APIUserUpdate) (APIUserToken, error) {
+	name, out := st.Name, st.APIUserToken
+	var err error
+	switch {
+	case upd.Tokens != nil:
+		t := upd.Tokens
+		in := []sealInput{{columnAccessToken, t.AccessToken}}
+		if !t.RefreshToken.IsZero() {
+			in = append(in, sealInput{columnRefreshToken, t.RefreshToken})
+		}
+		keyID, c, serr := s.sealAll(name, in)
+		if serr != nil {
+			return APIUserToken{}, serr
+		}
+		var refreshEnc []byte
+		if len(c) > 1 {
+			refreshEnc = c[1]
+		}
+		scopes := slices.Clone(t.Scopes)
+		if scopes == nil {
+			scopes = []string{} // NULL would mean "no access token"
+		}
+		expires, now := pgTime(t.ExpiresAt), s.nowUTC()
+		_, err = tx.Exec(ctx, `UPDATE api_users SET token_key_id = $2, access_token_enc = $3,
+				refresh_token_enc = $4, token_type = $5, token_scopes = $6, token_expires_at = $7,
+				last_token_at = $8, last_error = NULL
+			WHERE name = $1`, name, keyID, c[0], refreshEnc, t.TokenType, scopes, expires, now)
+		out.AccessToken, out.TokenType, out.Scopes, out.ExpiresAt, out.ObtainedAt = t.AccessToken, t.TokenType, scopes, expires, now
+	case upd.Reject:
+		_, err = tx.Exec(ctx, `UPDATE api_users SET status = 'credentials_rejected',
+				token_key_id = NULL, refresh_token_enc = NULL, access_token_enc = NULL,
+				token_type = NULL, token_scopes = NULL, token_expires_at = NULL,
+				last_error = $2, updated_at = $3
+			WHERE name = $1`, name, clean(upd.LastError, maxLastErrorLen), s.nowUTC())
+		out = APIUserToken{Name: name, Status: APIUserCredentialsRejected}
+	default:
+		_, err = tx.Exec(ctx, `UPDATE api_users SET
+				refresh_token_enc = CASE WHEN $2 THEN NULL ELSE refresh_token_enc END,
+				token_key_id = CASE WHEN $2 AND access_token_enc IS NULL THEN NULL ELSE token_key_id END,
+				last_error = coalesce(NULLIF($3, ''), last_error)
+			WHERE name = $1`, name, upd.DropRefreshToken, clean(upd.LastError, maxLastErrorLen))
+	}
+	if err != nil {
+		return APIUserToken{}, fmt.Errorf("store: update API user tokens: %w", err)
+	}
+	return out, nil
+}
