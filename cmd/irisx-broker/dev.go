@@ -30,6 +30,12 @@ const (
 	devInternalToken = "dev-internal-token"
 	devAdminToken    = "dev-admin-token-0"
 	devScopes        = "asset.view account.view"
+
+	// The API user the dev simulator knows, for the API-user commands.
+	devAPIUsername     = "dev-api-user@example.com"
+	devAPIPassword     = "dev-password"
+	devAPIClientID     = "0oadevapiuser0000000"
+	devAPIClientSecret = "dev-client-secret"
 )
 
 // runDev is serve plus an in-process Trackunit simulator and a throwaway
@@ -54,6 +60,7 @@ func runDev(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
+	sim.AddUser(devAPIUsername, devAPIPassword, devAPIClientID, devAPIClientSecret)
 	simLn, err := net.Listen("tcp", *simAddr)
 	if err != nil {
 		return fmt.Errorf("simulator listener: %w", err)
@@ -174,5 +181,12 @@ List installs:
   curl -s http://%[3]s/irisx.broker.v1.InstallService/ListInstalls \
     -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' -d '{}'
 
-`, simURL, public, internal, account, devInternalToken, devAdminToken, devAppID)
+Register the simulator's API user (password and client secret on standard input), then get its token:
+  printf '%%s\n%%s\n' %[10]s %[11]s | IRISX_ADMIN_TOKEN=%[6]s \
+    go run ./cmd/irisx-broker api-users add --server http://%[3]s --name dev --username %[8]s --client-id %[9]s
+  curl -s http://%[3]s/irisx.broker.v1.TokenService/GetApiUserToken \
+    -H 'Authorization: Bearer %[5]s' -H 'Content-Type: application/json' -d '{"name":"dev"}'
+
+`, simURL, public, internal, account, devInternalToken, devAdminToken, devAppID,
+		devAPIUsername, devAPIClientID, devAPIPassword, devAPIClientSecret)
 }

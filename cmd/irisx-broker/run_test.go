@@ -156,6 +156,18 @@ func TestDevLoop(t *testing.T) {
 	if strings.Contains(stderr.String(), tok.AccessToken) {
 		t.Error("the access token was logged")
 	}
+
+	// The printed API-user commands work as printed.
+	m = waitMatch(t, stdout, regexp.MustCompile(`printf '%s\\n%s\\n' (\S+) (\S+) \| IRISX_ADMIN_TOKEN=(\S+) \\\n\s+go run ./cmd/irisx-broker api-users add --server (\S+) --name dev --username (\S+) --client-id (\S+)`), result)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"irisx-broker", "api-users", "add", "--server", m[4], "--name", "dev", "--username", m[5], "--client-id", m[6]},
+		mapEnv(map[string]string{"IRISX_ADMIN_TOKEN": m[3]}), strings.NewReader(m[1]+"\n"+m[2]+"\n"), &out, io.Discard); err != nil {
+		t.Fatalf("api-users add: %v", err)
+	}
+	body = post(t, "http://"+internal+"/irisx.broker.v1.TokenService/GetApiUserToken", devInternalToken, `{"name":"dev"}`)
+	if !strings.Contains(body, `"accessToken"`) {
+		t.Fatalf("GetApiUserToken: %s", body)
+	}
 	stop()
 	if err := <-result; err != nil {
 		t.Errorf("dev ended with %v", err)
