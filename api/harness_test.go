@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,28 +17,11 @@ import (
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/identity"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/token"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // harness is the public listener wired to a real verifier (against the
 // simulator's JWKS), a real store on a fresh database, and captured logs.
@@ -55,7 +37,7 @@ type harness struct {
 	public   *httptest.Server
 	internal *httptest.Server
 	broker   *token.Broker
-	logs     *syncBuffer
+	logs     *testkit.Buffer
 }
 
 // Bearer tokens of the harness's internal listener.
@@ -82,7 +64,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h := &harness{t: t, logs: &syncBuffer{}}
+	h := &harness{t: t, logs: &testkit.Buffer{}}
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	sim, err := trackunitsim.New(o.simOptions)

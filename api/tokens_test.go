@@ -17,6 +17,7 @@ import (
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/token"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
@@ -311,7 +312,7 @@ func newHarnessOn(t *testing.T, a *harness) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	b := &harness{t: t, sim: a.sim, simURL: a.simURL, dbURL: a.dbURL, pool: pool, keys: a.keys, verifier: a.verifier, public: a.public, logs: &syncBuffer{}}
+	b := &harness{t: t, sim: a.sim, simURL: a.simURL, dbURL: a.dbURL, pool: pool, keys: a.keys, verifier: a.verifier, public: a.public, logs: &testkit.Buffer{}}
 	b.store = store.New(pool, a.keys)
 	if b.broker, err = token.New(token.Config{AuthURL: a.simURL, DefaultScopes: []string{"asset.view"}}, b.store); err != nil {
 		t.Fatal(err)

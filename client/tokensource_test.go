@@ -13,25 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
-
-// fakeClock is a settable clock for TokenSource.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 var t0 = time.Date(2030, 5, 6, 7, 0, 0, 0, time.UTC)
 
@@ -49,7 +32,7 @@ func hourlyTokens(n int) (*brokerv1.GetTokenResponse, error) {
 func TestTokenSourceReusesUntilMargin(t *testing.T) {
 	broker := &fakeBroker{respond: hourlyTokens}
 	srv := startBroker(t, broker)
-	clock := &fakeClock{t: t0}
+	clock := testkit.NewClock(t0)
 	c := New(srv.URL, "internal-secret", WithIrisAppID("@org/app"))
 	c.now = clock.Now
 	src := c.TokenSource(testContext(t), "acc-1", "account.view")
@@ -106,7 +89,7 @@ func TestTokenSourceDoesNotCacheErrors(t *testing.T) {
 	}}
 	srv := startBroker(t, broker)
 	c := New(srv.URL, "internal-secret")
-	c.now = (&fakeClock{t: t0}).Now
+	c.now = testkit.NewClock(t0).Now
 	src := c.TokenSource(testContext(t), "acc-1")
 
 	if _, err := src.Token(); connect.CodeOf(err) != connect.CodeUnavailable {
@@ -125,7 +108,7 @@ func TestTokenSourceConcurrentCallersShareOneFetch(t *testing.T) {
 	broker := &fakeBroker{respond: hourlyTokens}
 	srv := startBroker(t, broker)
 	c := New(srv.URL, "internal-secret", WithGRPC())
-	c.now = (&fakeClock{t: t0}).Now
+	c.now = testkit.NewClock(t0).Now
 	src := c.TokenSource(testContext(t), "acc-1")
 
 	const callers = 16

@@ -19,6 +19,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // testNow is the fake "now" of every test that does not move its clock.
@@ -29,25 +31,7 @@ const (
 	testAudience = "irisx-broker"
 )
 
-// fakeClock is the injectable clock; Advance moves it.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{now: testNow} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *testkit.Clock { return testkit.NewClock(testNow) }
 
 // testKey is a signing key plus the public JWK the test JWKS publishes.
 type testKey struct {
@@ -288,7 +272,7 @@ func (o *recObserver) waitFetch(t testing.TB) string {
 // and a tick channel standing in for Run's refresh timer.
 type harness struct {
 	v     *Verifier
-	clock *fakeClock
+	clock *testkit.Clock
 	obs   *recObserver
 	tick  chan time.Time
 	srv   *jwksServer

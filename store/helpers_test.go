@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -23,24 +23,6 @@ const (
 
 // t0 is the fake "now" every test starts from.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// fakeClock is an injectable clock tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func testKey(b byte) string {
 	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+b)), crypto.KeySize)))
@@ -60,7 +42,7 @@ type env struct {
 	url   string
 	pool  *pgxpool.Pool
 	keys  *crypto.Keyring
-	clock *fakeClock
+	clock *testkit.Clock
 	store *store.Store
 }
 
@@ -72,7 +54,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	e := &env{url: url, pool: pool, keys: keyring(t, "k1:"+testKey(1)+",k0:"+testKey(0)), clock: &fakeClock{now: t0}}
+	e := &env{url: url, pool: pool, keys: keyring(t, "k1:"+testKey(1)+",k0:"+testKey(0)), clock: testkit.NewClock(t0)}
 	e.store = store.New(pool, e.keys, store.WithClock(e.clock.Now))
 	return e
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
@@ -33,10 +34,10 @@ type userEnv struct {
 	t      *testing.T
 	dbURL  string
 	keys   *crypto.Keyring
-	clock  *fakeClock
+	clock  *testkit.Clock
 	sim    *trackunitsim.Sim
 	simURL string
-	logs   *syncBuffer
+	logs   *testkit.Buffer
 	sleeps *sleepRec
 	pool   *pgxpool.Pool // for registering users and inspecting rows
 	admin  *store.Store
@@ -47,7 +48,7 @@ type userEnv struct {
 
 func newUserEnv(t *testing.T, simOpts trackunitsim.Options) *userEnv {
 	t.Helper()
-	e := &userEnv{t: t, clock: &fakeClock{t: epoch}, logs: &syncBuffer{}, sleeps: &sleepRec{}}
+	e := &userEnv{t: t, clock: testkit.NewClock(epoch), logs: &testkit.Buffer{}, sleeps: &sleepRec{}}
 	simOpts.Now = e.clock.Now
 	sim, err := trackunitsim.New(simOpts)
 	if err != nil {

@@ -1,7 +1,6 @@
 package token
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -23,24 +23,6 @@ const (
 )
 
 var epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-
-// fakeClock is the broker's injectable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // fakeStore is an in-memory Store.
 type fakeStore struct {
@@ -313,40 +295,22 @@ func (o *fakeObs) getOutcomes() []string {
 	return append([]string(nil), o.outcomes...)
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is a broker wired to fakes. The jitter source returns 0.5, so an
 // entry renews 1.1*margin before expiry and backoffs are half the ceiling.
 type env struct {
 	b      *Broker
 	st     *fakeStore
 	up     *fakeUpstream
-	clock  *fakeClock
+	clock  *testkit.Clock
 	sleeps *sleepRec
 	obs    *fakeObs
-	logs   *syncBuffer
+	logs   *testkit.Buffer
 }
 
 func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
-	e := &env{st: newFakeStore(), up: newFakeUpstream(t), clock: &fakeClock{t: epoch},
-		sleeps: &sleepRec{}, obs: &fakeObs{}, logs: &syncBuffer{}}
+	e := &env{st: newFakeStore(), up: newFakeUpstream(t), clock: testkit.NewClock(epoch),
+		sleeps: &sleepRec{}, obs: &fakeObs{}, logs: &testkit.Buffer{}}
 	cfg := Config{
 		AuthURL:       e.up.srv.URL + "/",
 		DefaultScopes: []string{"asset.view"},

@@ -10,36 +10,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // t0 is the fake clock's start; far from the real time so that a forgotten
 // real clock shows up as a failure.
 var t0 = time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
 
-// fakeClock is a settable clock for Options.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *testkit.Clock { return testkit.NewClock(t0) }
 
 // sharedKeys is a key file made once in TestMain, so that tests that do not
 // care about keys skip RSA generation, which is slow under -race.

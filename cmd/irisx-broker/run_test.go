@@ -10,31 +10,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func mapEnv(m map[string]string) env {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
@@ -42,10 +25,10 @@ func mapEnv(m map[string]string) env {
 
 // started runs the program in the background until the test ends and
 // returns its output buffers and a channel with its result.
-func started(t *testing.T, args []string, e map[string]string) (stdout, stderr *syncBuffer, result chan error, stop func()) {
+func started(t *testing.T, args []string, e map[string]string) (stdout, stderr *testkit.Buffer, result chan error, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout, stderr, result = &syncBuffer{}, &syncBuffer{}, make(chan error, 1)
+	stdout, stderr, result = &testkit.Buffer{}, &testkit.Buffer{}, make(chan error, 1)
 	go func() { result <- run(ctx, args, mapEnv(e), strings.NewReader(""), stdout, stderr) }()
 	stopped := false
 	stop = func() {
@@ -65,7 +48,7 @@ func started(t *testing.T, args []string, e map[string]string) (stdout, stderr *
 	return stdout, stderr, result, stop
 }
 
-func waitMatch(t *testing.T, buf *syncBuffer, re *regexp.Regexp, result chan error) []string {
+func waitMatch(t *testing.T, buf *testkit.Buffer, re *regexp.Regexp, result chan error) []string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
