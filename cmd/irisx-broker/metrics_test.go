@@ -153,3 +153,26 @@ func TestMetricsAfterScriptedSequence(t *testing.T) {
 		}
 	}
 }
+
+// A megabyte of dots in the identity header is the verifier's 401, not the
+// HTTP server's 431, and nothing is stored.
+func TestServeHugeIdentityHeader(t *testing.T) {
+	sim, err := trackunitsim.New(trackunitsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	public, internal := startServe(t, sim, nil)
+	req, _ := http.NewRequest(http.MethodPost, public+"/appinstall", strings.NewReader(`{}`))
+	req.Header.Set("Trackunit-Identity", strings.Repeat(".", 1<<20))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("1 MB identity header: %d, want 401", resp.StatusCode)
+	}
+	if got := value(scrape(t, internal), "irisx_identity_failures_total", map[string]string{"reason": "too_large"}); got != 1 {
+		t.Errorf("too_large failures = %v, want 1", got)
+	}
+}
