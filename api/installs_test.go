@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -225,5 +226,25 @@ func TestGetInstallEvents(t *testing.T) {
 	}
 	if len(resp.Events) != 2 || resp.Events[0].Type != "UNINSTALLED" || resp.Events[1].Type != "INSTALLED" || resp.Events[0].Jti == "" {
 		t.Errorf("events (newest first) = %+v", resp.Events)
+	}
+}
+
+// A full page of the largest size still says whether another follows.
+func TestListInstallsLargestPage(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	if _, err := h.pool.Exec(context.Background(), `INSERT INTO installs (iris_app_id, account_id, status, credentials_version, updated_at, last_event_at)
+		SELECT '@bulk/app', gen_random_uuid(), 'uninstalled', 1, now(), now() FROM generate_series(1, 1001)`); err != nil {
+		t.Fatal(err)
+	}
+	_, raw := h.adminCall("ListInstalls", `{"pageSize":1000}`)
+	var first listPage
+	if err := json.Unmarshal([]byte(raw), &first); err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Installs) != 1000 || first.NextPageToken == "" {
+		t.Errorf("first page: %d installs, next token %q; want 1000 and a token", len(first.Installs), first.NextPageToken)
+	}
+	if got := h.listAll("", 1000); len(got) != 1001 {
+		t.Errorf("walking pages of 1000 listed %d installs, want 1001", len(got))
 	}
 }

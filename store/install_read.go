@@ -53,8 +53,9 @@ type ListFilter struct {
 	Status    InstallStatus
 	// After is the last install of the previous page (keyset pagination).
 	After *InstallKey
-	// Limit is the page size: DefaultListLimit when 0 or less, at most
-	// MaxListLimit.
+	// Limit is how many rows to return: DefaultListLimit when 0 or less, at
+	// most MaxListLimit+1, so that a caller serving pages of MaxListLimit
+	// can ask for one row more to learn whether another page follows.
 	Limit int
 }
 
@@ -155,7 +156,7 @@ func (s *Store) ListInstalls(ctx context.Context, f ListFilter) ([]Install, erro
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
-	limit = min(limit, MaxListLimit)
+	limit = min(limit, MaxListLimit+1)
 	q := "SELECT " + installViewColumns + " FROM installs"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers the pgx5:// driver
@@ -88,6 +89,16 @@ func migrateURL(databaseURL string) (string, error) {
 	switch u.Scheme {
 	case "postgres", "postgresql", "pgx5":
 		u.Scheme = "pgx5"
+		// pgxpool's own settings (pool_max_conns, ...) are not connection
+		// parameters: the migration driver would send them to Postgres,
+		// which refuses to connect.
+		q := u.Query()
+		for k := range q {
+			if strings.HasPrefix(k, "pool_") {
+				q.Del(k)
+			}
+		}
+		u.RawQuery = q.Encode()
 		return u.String(), nil
 	default:
 		return "", fmt.Errorf("store: migrate: database URL must start with postgres:// or postgresql://, not %q", u.Scheme+"://")

@@ -65,3 +65,16 @@ func TestMigrations(t *testing.T) {
 		t.Errorf("MigrateDown(0) succeeded")
 	}
 }
+
+// pgxpool settings in DATABASE_URL do not break migrations.
+func TestMigrateIgnoresPoolParameters(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	url := e.url + "&pool_max_conns=4&pool_min_conns=1"
+	if err := store.MigrateUp(url); err != nil {
+		t.Fatalf("MigrateUp with pool parameters: %v", err)
+	}
+	if _, _, err := store.MigrationVersion(url); err != nil {
+		t.Fatalf("MigrationVersion with pool parameters: %v", err)
+	}
+}

@@ -137,11 +137,11 @@ func TestListInstallsDefaultAndMaxLimit(t *testing.T) {
 	e := newEnv(t)
 	// Rows straight in SQL: 1,001 installs through the API would be slow.
 	_, err := e.pool.Exec(ctx(t), `INSERT INTO installs (iris_app_id, account_id, status, credentials_version, updated_at, last_event_at)
-		SELECT '@bulk/app', gen_random_uuid(), 'uninstalled', 1, now(), now() FROM generate_series(1, 1001)`)
+		SELECT '@bulk/app', gen_random_uuid(), 'uninstalled', 1, now(), now() FROM generate_series(1, 1002)`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tt := range []struct{ limit, want int }{{0, 50}, {-1, 50}, {7, 7}, {5000, 1000}} {
+	for _, tt := range []struct{ limit, want int }{{0, 50}, {-1, 50}, {7, 7}, {1001, 1001}, {5000, 1001}} {
 		got, err := e.store.ListInstalls(ctx(t), store.ListFilter{Limit: tt.limit})
 		if err != nil {
 			t.Fatal(err)
