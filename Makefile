@@ -50,3 +50,17 @@ generate:
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (needs root)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+.PHONY: bench bench-smoke drills
+
+## bench: the benchmarks against the local Postgres (about five minutes; run on a quiet machine); writes docs/BENCHMARKS.md
+bench:
+	$(GO) run ./cmd/irisx-bench -out docs/BENCHMARKS.md
+
+## bench-smoke: every benchmark phase scaled down to seconds; the report goes to a temporary file
+bench-smoke:
+	$(GO) run ./cmd/irisx-bench -quick -dbname irisx_bench_smoke -out "$$(mktemp -d)/BENCHMARKS.md"
+
+## drills: the full failure drills (about 15 minutes with the 10-minute soak; SOAK_DURATION changes it)
+drills:
+	$(GO) test -tags drills -race=false -count=1 -v -timeout 45m ./drills/

@@ -1,0 +1,96 @@
+package harness
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestWithDatabase(t *testing.T) {
+	tests := []struct {
+		in, name, want string
+		wantErr        bool
+	}{
+		{"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "irisx_bench",
+			"postgres://postgres@127.0.0.1:5432/irisx_bench?sslmode=disable", false},
+		{"postgresql://u:pw@db/x", "y", "postgresql://u:pw@db/y", false},
+		{"mysql://u@db/x", "y", "", true},
+		{"host=db dbname=x", "y", "", true},
+	}
+	for _, tc := range tests {
+		got, err := WithDatabase(tc.in, tc.name)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("WithDatabase(%q, %q) = %q, %v; want %q, error %v", tc.in, tc.name, got, err, tc.want, tc.wantErr)
+		}
+	}
+	// A password never reaches an error message.
+	if _, err := WithDatabase("mysql://u:hunter2@db/x", "y"); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error %v quotes the password", err)
+	}
+}
+
+func TestScrapeMetric(t *testing.T) {
+	const page = `# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 42
+go_goroutines_extra 7
+irisx_http_requests_total{listener="public",route="/appinstall",code="200"} 12
+process_open_fds 9
+`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(page)) }))
+	defer srv.Close()
+	tests := []struct {
+		name    string
+		want    float64
+		wantErr bool
+	}{
+		{"go_goroutines", 42, false},
+		{"process_open_fds", 9, false},
+		{"irisx_http_requests_total", 0, true}, // labelled: not an unlabelled sample
+		{"go_threads", 0, true},
+	}
+	for _, tc := range tests {
+		got, err := ScrapeMetric(context.Background(), srv.Client(), srv.URL, tc.name)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("ScrapeMetric(%s) = %v, %v; want %v, error %v", tc.name, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestProcStats(t *testing.T) {
+	pid := os.Getpid()
+	if rss, err := RSS(pid); err != nil || rss <= 0 {
+		t.Errorf("RSS(self) = %d, %v", rss, err)
+	}
+	if n, err := OpenFiles(pid); err != nil || n < 3 {
+		t.Errorf("OpenFiles(self) = %d, %v; want at least stdin, stdout, stderr", n, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := SamplePeakRSS(ctx, pid, time.Millisecond)
+	cancel()
+	if peak, err := p.Wait(); err != nil || peak <= 0 {
+		t.Errorf("SamplePeakRSS(self) = %d, %v", peak, err)
+	}
+	m := DescribeMachine()
+	if m.CPUs < 1 || m.GoVersion == "" || m.MemTotalGiB() <= 0 {
+		t.Errorf("DescribeMachine() = %+v", m)
+	}
+	if _, _, _, err := LoadAverage(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestClock(t *testing.T) {
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	c := NewClock(start)
+	c.Advance(90 * time.Second)
+	if diff := cmp.Diff(start.Add(90*time.Second), c.Now()); diff != "" {
+		t.Errorf("Now after Advance (-want +got):\n%s", diff)
+	}
+}
