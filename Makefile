@@ -16,7 +16,7 @@ ifeq ($(origin TEST_DATABASE_URL), undefined)
   endif
 endif
 
-.PHONY: run test lint fuzz generate build chromium
+.PHONY: run test lint fuzz generate build chromium bench bench-smoke drills
 
 ## run: the service with the in-process Trackunit simulator (dev mode)
 run:
