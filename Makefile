@@ -51,7 +51,6 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (needs root)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-.PHONY: bench bench-smoke drills
 
 ## bench: the benchmarks against the local Postgres (about five minutes; run on a quiet machine); writes docs/BENCHMARKS.md
 bench:
