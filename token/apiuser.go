@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -88,20 +86,12 @@ type APIUsersConfig struct {
 // token it saw for Revalidate and shares one database round per user among
 // concurrent callers. It is safe for concurrent use.
 type APIUsers struct {
-	st            APIUserStore
-	tokenURL      string
-	margin        time.Duration
-	revalidate    time.Duration
-	httpClient    *http.Client
-	now           func() time.Time
-	maxAttempts   int
-	maxRetryAfter time.Duration
-	baseBackoff   time.Duration
-	sleep         func(ctx context.Context, d time.Duration) error
-	fetchTimeout  time.Duration
-	log           *slog.Logger
-	obs           APIUserObserver
-	rand          func() float64
+	st         APIUserStore
+	tokenURL   string
+	margin     time.Duration
+	revalidate time.Duration
+	policy
+	obs APIUserObserver
 	// afterUpstream, set by tests only, runs once Trackunit has answered a
 	// grant with tokens and before they are committed; an error aborts the
 	// transaction as a crash at that moment would.
@@ -133,8 +123,7 @@ func NewAPIUsers(cfg APIUsersConfig, st APIUserStore) (*APIUsers, error) {
 		return nil, errors.New("token: nil API user store")
 	}
 	var errs []error
-	u, err := url.Parse(cfg.AuthURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if !validAuthURL(cfg.AuthURL) {
 		errs = append(errs, errors.New("token: AuthURL must be an absolute http(s) URL"))
 	}
 	for _, d := range []time.Duration{cfg.RefreshMargin, cfg.Revalidate, cfg.MaxRetryAfter, cfg.BaseBackoff, cfg.FetchTimeout} {
@@ -150,33 +139,17 @@ func NewAPIUsers(cfg APIUsersConfig, st APIUserStore) (*APIUsers, error) {
 		return nil, errors.Join(errs...)
 	}
 	b := &APIUsers{
-		st:            st,
-		tokenURL:      strings.TrimRight(cfg.AuthURL, "/") + "/token",
-		margin:        orDefault(cfg.RefreshMargin, 5*time.Minute),
-		revalidate:    orDefault(cfg.Revalidate, time.Second),
-		httpClient:    cfg.HTTPClient,
-		now:           cfg.Now,
-		maxAttempts:   orDefault(cfg.MaxAttempts, 3),
-		maxRetryAfter: orDefault(cfg.MaxRetryAfter, 10*time.Second),
-		baseBackoff:   orDefault(cfg.BaseBackoff, 200*time.Millisecond),
-		sleep:         cfg.Sleep,
-		fetchTimeout:  orDefault(cfg.FetchTimeout, 30*time.Second),
-		log:           cfg.Logger,
-		obs:           cfg.Observer,
-		rand:          rand.Float64,
-		mem:           make(map[string]*userEntry),
-	}
-	if b.httpClient == nil {
-		b.httpClient = &http.Client{Timeout: 10 * time.Second}
-	}
-	if b.now == nil {
-		b.now = time.Now
-	}
-	if b.sleep == nil {
-		b.sleep = sleepCtx
-	}
-	if b.log == nil {
-		b.log = slog.New(slog.DiscardHandler)
+		st:         st,
+		tokenURL:   strings.TrimRight(cfg.AuthURL, "/") + "/token",
+		margin:     orDefault(cfg.RefreshMargin, 5*time.Minute),
+		revalidate: orDefault(cfg.Revalidate, time.Second),
+		policy: newPolicy(policyConfig{
+			HTTPClient: cfg.HTTPClient, Now: cfg.Now, MaxAttempts: cfg.MaxAttempts,
+			MaxRetryAfter: cfg.MaxRetryAfter, BaseBackoff: cfg.BaseBackoff, Sleep: cfg.Sleep,
+			FetchTimeout: cfg.FetchTimeout, Logger: cfg.Logger,
+		}),
+		obs: cfg.Observer,
+		mem: make(map[string]*userEntry),
 	}
 	if b.obs == nil {
 		b.obs = nopAPIUserObserver{}

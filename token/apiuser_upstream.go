@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -216,24 +215,13 @@ func (b *APIUsers) attempt(ctx context.Context, requested []string, call func() 
 // presented refresh token when a refresh answer carries none, so a server
 // that does not rotate keeps working.
 func userTokens(ot *oauth2.Token, sent time.Time, requested []string) (store.APIUserTokens, *upstreamError) {
-	if ot.AccessToken == "" {
-		return store.APIUserTokens{}, &upstreamError{kind: kindTransient, outcome: "bad_response", status: 200, desc: "response without access_token"}
-	}
-	life := expiresIn(ot)
-	if life <= 0 {
-		life = defaultLifetime
-	}
-	scopes := requested
-	if s, ok := ot.Extra("scope").(string); ok && strings.TrimSpace(s) != "" {
-		scopes = strings.Fields(s)
-	}
-	typ := ot.TokenType
-	if typ == "" {
-		typ = "Bearer"
+	t, uerr := toToken(ot, sent, requested)
+	if uerr != nil {
+		return store.APIUserTokens{}, uerr
 	}
 	return store.APIUserTokens{
-		AccessToken: crypto.Secret(ot.AccessToken), RefreshToken: crypto.Secret(ot.RefreshToken),
-		TokenType: typ, Scopes: scopes, ExpiresAt: sent.Add(life),
+		AccessToken: t.AccessToken, RefreshToken: crypto.Secret(ot.RefreshToken),
+		TokenType: t.TokenType, Scopes: t.Scopes, ExpiresAt: t.ExpiresAt,
 	}, nil
 }
 
@@ -241,16 +229,4 @@ func userTokens(ot *oauth2.Token, sent time.Time, requested []string) (store.API
 // the refresh token without the broker seeing the new one.
 func answerMayBeLost(e *upstreamError) bool {
 	return e.outcome == "network_error" || e.outcome == "timeout" || (e.outcome == "bad_response" && e.status == 200)
-}
-
-// delay is the server's Retry-After (capped) or full-jitter backoff.
-func (b *APIUsers) delay(attempt int, uerr *upstreamError) time.Duration {
-	if uerr.hasRetryAfter {
-		return min(uerr.retryAfter, b.maxRetryAfter)
-	}
-	ceil := b.baseBackoff << min(attempt-1, 30)
-	if ceil <= 0 || ceil > b.maxRetryAfter {
-		ceil = b.maxRetryAfter
-	}
-	return time.Duration(b.rand() * float64(ceil))
 }

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -125,18 +123,9 @@ type Broker struct {
 	tokenURL      string
 	defaultScopes []string
 	margin        time.Duration
-	httpClient    *http.Client
-	now           func() time.Time
-	maxAttempts   int
-	maxRetryAfter time.Duration
-	baseBackoff   time.Duration
-	sleep         func(ctx context.Context, d time.Duration) error
-	log           *slog.Logger
+	policy
 	obs           Observer
-	fetchTimeout  time.Duration
 	flushInterval time.Duration
-	// rand returns a float in [0, 1) for jitter; replaced in tests.
-	rand func() float64
 
 	cache   *cache
 	flight  singleflight.Group
@@ -153,8 +142,7 @@ func New(cfg Config, st Store) (*Broker, error) {
 		return nil, errors.New("token: nil store")
 	}
 	var errs []error
-	u, err := url.Parse(cfg.AuthURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if !validAuthURL(cfg.AuthURL) {
 		errs = append(errs, errors.New("token: AuthURL must be an absolute http(s) URL"))
 	}
 	defaults, err := normalizeScopes(cfg.DefaultScopes)
@@ -184,31 +172,15 @@ func New(cfg Config, st Store) (*Broker, error) {
 		tokenURL:      strings.TrimRight(cfg.AuthURL, "/") + "/apptoken",
 		defaultScopes: slices.Clone(defaults),
 		margin:        orDefault(cfg.RefreshMargin, 5*time.Minute),
-		httpClient:    cfg.HTTPClient,
-		now:           cfg.Now,
-		maxAttempts:   orDefault(cfg.MaxAttempts, 3),
-		maxRetryAfter: orDefault(cfg.MaxRetryAfter, 10*time.Second),
-		baseBackoff:   orDefault(cfg.BaseBackoff, 200*time.Millisecond),
-		sleep:         cfg.Sleep,
-		log:           cfg.Logger,
+		policy: newPolicy(policyConfig{
+			HTTPClient: cfg.HTTPClient, Now: cfg.Now, MaxAttempts: cfg.MaxAttempts,
+			MaxRetryAfter: cfg.MaxRetryAfter, BaseBackoff: cfg.BaseBackoff, Sleep: cfg.Sleep,
+			FetchTimeout: cfg.FetchTimeout, Logger: cfg.Logger,
+		}),
 		obs:           cfg.Observer,
-		fetchTimeout:  orDefault(cfg.FetchTimeout, 30*time.Second),
 		flushInterval: orDefault(cfg.FlushInterval, time.Second),
-		rand:          rand.Float64,
 		cache:         newCache(orDefault(cfg.MaxEntries, 100_000)),
 		results:       make(chan store.TokenResult, orDefault(cfg.ResultBuffer, 4096)),
-	}
-	if b.httpClient == nil {
-		b.httpClient = &http.Client{Timeout: 10 * time.Second}
-	}
-	if b.now == nil {
-		b.now = time.Now
-	}
-	if b.sleep == nil {
-		b.sleep = sleepCtx
-	}
-	if b.log == nil {
-		b.log = slog.New(slog.DiscardHandler)
 	}
 	if b.obs == nil {
 		b.obs = nopObserver{}

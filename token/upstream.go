@@ -93,7 +93,7 @@ func (b *Broker) retrieve(ctx context.Context, cc *clientcredentials.Config, f f
 		var tok Token
 		var uerr *upstreamError
 		if err == nil {
-			tok, uerr = b.toToken(ot, sent, f.scopes)
+			tok, uerr = toToken(ot, sent, f.scopes)
 		} else {
 			uerr = classify(ctx, err, sent)
 		}
@@ -105,10 +105,7 @@ func (b *Broker) retrieve(ctx context.Context, cc *clientcredentials.Config, f f
 		if uerr.kind != kindTransient || attempt >= b.maxAttempts || ctx.Err() != nil {
 			return Token{}, uerr
 		}
-		delay := b.backoff(attempt)
-		if uerr.hasRetryAfter {
-			delay = min(uerr.retryAfter, b.maxRetryAfter)
-		}
+		delay := b.delay(attempt, uerr)
 		b.log.LogAttrs(ctx, slog.LevelWarn, "token endpoint attempt failed; retrying",
 			slog.String("iris_app_id", f.app), slog.String("account_id", f.account),
 			slog.Int("attempt", attempt), slog.String("outcome", uerr.outcome), slog.Int("status", uerr.status),
@@ -128,7 +125,7 @@ func outcomeOf(uerr *upstreamError) string {
 
 // toToken converts a successful response, measuring expiry from when the
 // request was sent on the broker's clock.
-func (b *Broker) toToken(ot *oauth2.Token, sent time.Time, requested []string) (Token, *upstreamError) {
+func toToken(ot *oauth2.Token, sent time.Time, requested []string) (Token, *upstreamError) {
 	if ot.AccessToken == "" {
 		return Token{}, &upstreamError{kind: kindTransient, outcome: "bad_response", status: 200, desc: "response without access_token"}
 	}
@@ -168,15 +165,6 @@ func expiresIn(ot *oauth2.Token) time.Duration {
 		return 0
 	}
 	return time.Duration(secs * float64(time.Second)).Round(time.Second)
-}
-
-// backoff is full jitter: uniform in [0, min(cap, base*2^(attempt-1))].
-func (b *Broker) backoff(attempt int) time.Duration {
-	ceil := b.baseBackoff << min(attempt-1, 30)
-	if ceil <= 0 || ceil > b.maxRetryAfter {
-		ceil = b.maxRetryAfter
-	}
-	return time.Duration(b.rand() * float64(ceil))
 }
 
 // scrub removes the credentials from upstream text and bounds its length.
