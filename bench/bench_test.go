@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/irisx-broker/irisx-broker/bench/harness"
 )
 
 // TestQuickRun runs every phase scaled down to seconds against the real
@@ -48,6 +50,10 @@ func TestQuickRun(t *testing.T) {
 	for name, want := range map[string]string{
 		"200 concurrent cold GetToken, 1 instance":                "1 upstream call(s)",
 		"200 concurrent cold GetToken, 3 instances, one database": "", // 1 to 3
+		// Exactly one refresh across the three instances, no password
+		// grant, and no spent refresh token presented again.
+		"200 concurrent GetApiUserToken needing a refresh, 3 instances, one database": "1 refresh_token + 0 password grant(s) at /token, 0 spent refresh token(s) reused",
+		"200 concurrent GetApiUserToken: answers":                                     "200 OK, 0 failed, 1 distinct token(s)",
 	} {
 		f, ok := byName[name]
 		if !ok {
@@ -81,5 +87,36 @@ func TestQuickRun(t *testing.T) {
 	r.WriteMarkdown(&again, KeptAnalysis(old))
 	if !strings.HasSuffix(again.String(), "The gap is the request log.\n") {
 		t.Errorf("the analysis was not kept:\n%s", again.String()[max(0, again.Len()-300):])
+	}
+}
+
+// The API-user stampede's verdicts: every part of each target counts.
+func TestAPIUserStampedeFigures(t *testing.T) {
+	ok := harness.StampedeResult{OK: 1000, Tokens: 1}
+	tests := []struct {
+		name                   string
+		s                      apiUserStampede
+		wantUpstream, wantAnsw string
+	}{
+		{"all met", apiUserStampede{Refresh: 1, Result: ok}, "met", "met"},
+		{"two refreshes", apiUserStampede{Refresh: 2, Result: ok}, "MISSED", "met"},
+		{"no refresh", apiUserStampede{Result: ok}, "MISSED", "met"},
+		{"password grant", apiUserStampede{Refresh: 1, Password: 1, Result: ok}, "MISSED", "met"},
+		{"reuse", apiUserStampede{Refresh: 1, Reuse: 1, Result: ok}, "MISSED", "met"},
+		{"a failure", apiUserStampede{Refresh: 1, Result: harness.StampedeResult{OK: 999, Failed: 1, Tokens: 1}}, "met", "MISSED"},
+		{"two tokens", apiUserStampede{Refresh: 1, Result: harness.StampedeResult{OK: 1000, Tokens: 2}}, "met", "MISSED"},
+	}
+	for _, tc := range tests {
+		up, answ := tc.s.figures(1000)
+		if diff := cmp.Diff([]string{tc.wantUpstream, tc.wantAnsw}, []string{up.Verdict(), answ.Verdict()}); diff != "" {
+			t.Errorf("%s: verdicts (-want +got):\n%s", tc.name, diff)
+		}
+	}
+	up, answ := apiUserStampede{Refresh: 1, Result: ok}.figures(1000)
+	if diff := cmp.Diff([]string{
+		"1 refresh_token + 0 password grant(s) at /token, 0 spent refresh token(s) reused",
+		"1000 OK, 0 failed, 1 distinct token(s)",
+	}, []string{up.Value, answ.Value}); diff != "" {
+		t.Errorf("values (-want +got):\n%s", diff)
 	}
 }

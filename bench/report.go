@@ -209,6 +209,14 @@ func methodNotes(sc scale) []string {
 			"connection; the simulator's /apptoken answers after %v (an injected latency) so every caller arrives while "+
 			"the fetch is in flight. Upstream calls are counted by the simulator. Three instances: three broker processes "+
 			"on one database, the callers spread over them round-robin.", sc.stampede, stampedeLatency),
+		fmt.Sprintf("API-user stampede: one API user registered with `CreateApiUser` (admin token, first instance) and "+
+			"added to the simulator; a first `GetApiUserToken` makes the password grant that yields its refresh token. "+
+			"Its access token cached in the database is then aged past its expiry (expiry and obtained-at moved back by "+
+			"the token's lifetime + 1 s) and the bench waits %v, longer than a replica serves a token it remembers "+
+			"without asking the database. Then %d concurrent `GetApiUserToken` calls, each on its own connection, are "+
+			"spread round-robin over the three instances while the simulator's /token answers after %v. The simulator "+
+			"counts /token calls by grant during the stampede and every spent refresh token presented again "+
+			"(which would revoke the user's chain).", replicaMemory, sc.stampede, stampedeLatency),
 		fmt.Sprintf("Scale: %d installs bulk-loaded with `INSERT ... SELECT generate_series` (random ciphertext bytes "+
 			"under the primary key id; listing never opens them), then VACUUM ANALYZE. The late page (the middle of the "+
 			"table) is reached by walking the page tokens (%d-row pages, then %d-row pages) and checked against `OFFSET` in "+

@@ -2,10 +2,12 @@ package harness
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,5 +94,49 @@ func TestClock(t *testing.T) {
 	c.Advance(90 * time.Second)
 	if diff := cmp.Diff(start.Add(90*time.Second), c.Now()); diff != "" {
 		t.Errorf("Now after Advance (-want +got):\n%s", diff)
+	}
+}
+
+// StampedeCalls posts the given body to the given route of every broker
+// round-robin, with the internal bearer, and tallies tokens and failures.
+func TestStampedeCalls(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{} // host -> calls
+	handler := func(token string, status int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			if r.URL.Path != GetAPIUserTokenPath || r.Header.Get("Authorization") != "Bearer "+InternalToken ||
+				string(body) != `{"name":"ops"}` {
+				http.Error(w, `{"code":"invalid_argument"}`, http.StatusBadRequest)
+				return
+			}
+			mu.Lock()
+			seen[r.Host]++
+			mu.Unlock()
+			w.WriteHeader(status)
+			if status != http.StatusOK {
+				_, _ = w.Write([]byte(`{"code":"unavailable"}`))
+				return
+			}
+			_, _ = w.Write([]byte(`{"accessToken":"` + token + `","expiresAt":"2026-01-01T00:00:00Z"}`))
+		}
+	}
+	a := httptest.NewServer(handler("tok-a", http.StatusOK))
+	defer a.Close()
+	b := httptest.NewServer(handler("tok-b", http.StatusOK))
+	defer b.Close()
+	c := httptest.NewServer(handler("", http.StatusServiceUnavailable))
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := StampedeCalls(ctx, []string{a.URL, b.URL, c.URL}, GetAPIUserTokenPath, APIUserTokenRequestBody("ops"), 9)
+	if diff := cmp.Diff(StampedeResult{OK: 6, Failed: 3, FirstFailure: "answered 503 unavailable", Tokens: 2}, got); diff != "" {
+		t.Errorf("StampedeCalls (-want +got):\n%s", diff)
+	}
+	want := map[string]int{strings.TrimPrefix(a.URL, "http://"): 3, strings.TrimPrefix(b.URL, "http://"): 3,
+		strings.TrimPrefix(c.URL, "http://"): 3}
+	if diff := cmp.Diff(want, seen); diff != "" {
+		t.Errorf("calls per broker (-want +got):\n%s", diff)
 	}
 }

@@ -45,7 +45,14 @@ type TokenAnswer struct {
 
 // GetTokenJSON calls GetToken with a Connect-JSON POST, as curl would.
 func GetTokenJSON(ctx context.Context, client *http.Client, internalURL string, body []byte) (TokenAnswer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, internalURL+GetTokenPath, bytes.NewReader(body))
+	return TokenJSON(ctx, client, internalURL, GetTokenPath, body)
+}
+
+// TokenJSON calls a TokenService route (GetTokenPath or
+// GetAPIUserTokenPath; both answer a GetTokenResponse) with a Connect-JSON
+// POST and the rig's internal bearer.
+func TokenJSON(ctx context.Context, client *http.Client, internalURL, path string, body []byte) (TokenAnswer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, internalURL+path, bytes.NewReader(body))
 	if err != nil {
 		return TokenAnswer{}, err
 	}
@@ -67,11 +74,11 @@ func GetTokenJSON(ctx context.Context, client *http.Client, internalURL string, 
 		ExpiresAt   string `json:"expiresAt"`
 	}
 	if err := json.Unmarshal(raw, &out); err != nil {
-		return a, fmt.Errorf("harness: GetToken answered %d with a body that is not JSON", resp.StatusCode)
+		return a, fmt.Errorf("harness: %s answered %d with a body that is not JSON", path, resp.StatusCode)
 	}
 	a.Code, a.AccessToken, a.ExpiresAt = out.Code, out.AccessToken, out.ExpiresAt
 	if resp.StatusCode == http.StatusOK && a.AccessToken == "" {
-		return a, fmt.Errorf("harness: GetToken answered 200 without a token")
+		return a, fmt.Errorf("harness: %s answered 200 without a token", path)
 	}
 	return a, nil
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/bench/loadgen"
 )
 
-// StampedeResult is what n concurrent cold GetToken calls got.
+// StampedeResult is what n concurrent token calls got.
 type StampedeResult struct {
 	// OK counts 200 answers; Failed the others, FirstFailure describes one.
 	OK, Failed   int
@@ -24,12 +24,17 @@ type StampedeResult struct {
 // internal URLs, and tallies the answers. Callers count the upstream calls
 // at the simulator.
 func Stampede(ctx context.Context, internalURLs []string, app, account string, n int) StampedeResult {
+	return StampedeCalls(ctx, internalURLs, GetTokenPath, TokenRequestBody(app, account), n)
+}
+
+// StampedeCalls is Stampede for any TokenService route and body (see
+// TokenJSON), e.g. GetApiUserToken for one API user.
+func StampedeCalls(ctx context.Context, internalURLs []string, path string, body []byte, n int) StampedeResult {
 	client := &http.Client{
 		// One connection per caller: keep-alive off and no shared pool.
 		Transport: &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: 0, DialContext: loadgen.DialLoopback},
 		Timeout:   30 * time.Second,
 	}
-	body := TokenRequestBody(app, account)
 	answers := make([]TokenAnswer, n)
 	errs := make([]error, n)
 	start := make(chan struct{})
@@ -39,7 +44,7 @@ func Stampede(ctx context.Context, internalURLs []string, app, account string, n
 		go func() {
 			defer wg.Done()
 			<-start
-			answers[i], errs[i] = GetTokenJSON(ctx, client, internalURLs[i%len(internalURLs)], body)
+			answers[i], errs[i] = TokenJSON(ctx, client, internalURLs[i%len(internalURLs)], path, body)
 		}()
 	}
 	close(start)
