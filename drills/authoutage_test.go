@@ -9,6 +9,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/bench/harness"
 	"github.com/irisx-broker/irisx-broker/bench/loadgen"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -36,7 +37,7 @@ const minServeLeft = 5 * time.Second
 // Recovery must come within 1 s (fake) of the server's return.
 func drillAuthOutage(t *testing.T, p authOutage) {
 	ctx := testCtx(t, 3*time.Minute)
-	clock := harness.NewClock(time.Now().Truncate(time.Second))
+	clock := testkit.NewClock(time.Now().Truncate(time.Second))
 	sim := newSim(t, trackunitsim.Options{Now: clock.Now})
 	authProxy := testdb.NewProxy(t, sim.Addr) // any TCP: here the auth server
 	dbURL := testdb.NewDatabase(t)

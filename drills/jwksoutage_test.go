@@ -16,6 +16,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/bench/loadgen"
 	"github.com/irisx-broker/irisx-broker/identity"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -34,7 +35,7 @@ type jwksOutage struct {
 // key once the endpoint is back.
 func drillJWKSOutage(t *testing.T, p jwksOutage) {
 	ctx := testCtx(t, 5*time.Minute)
-	clock := harness.NewClock(time.Now())
+	clock := testkit.NewClock(time.Now())
 	sim := newSim(t, trackunitsim.Options{Now: clock.Now})
 	cooldown := identity.DefaultUnknownKIDCooldown
 	svc := startService(t, ctx, harness.ServiceConfig{

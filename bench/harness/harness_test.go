@@ -88,15 +88,6 @@ func TestProcStats(t *testing.T) {
 	}
 }
 
-func TestClock(t *testing.T) {
-	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	c := NewClock(start)
-	c.Advance(90 * time.Second)
-	if diff := cmp.Diff(start.Add(90*time.Second), c.Now()); diff != "" {
-		t.Errorf("Now after Advance (-want +got):\n%s", diff)
-	}
-}
-
 // StampedeCalls posts the given body to the given route of every broker
 // round-robin, with the internal bearer, and tallies tokens and failures.
 func TestStampedeCalls(t *testing.T) {
