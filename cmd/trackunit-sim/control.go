@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -9,9 +10,10 @@ import (
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
-// simFlag adds the --sim flag, defaulting to $TRACKUNIT_SIM_URL.
+// simFlag adds the --sim flag, defaulting to $TRACKUNIT_SIM_URL, else to
+// where `trackunit-sim serve` listens by default.
 func simFlag(e env, set *flag.FlagSet) *string {
-	return set.String("sim", e.getenv("TRACKUNIT_SIM_URL"), "URL of the running simulator")
+	return set.String("sim", cmp.Or(e.getenv("TRACKUNIT_SIM_URL"), defaultSimURL), "URL of the running simulator (env TRACKUNIT_SIM_URL)")
 }
 
 // fault injects or clears faults in a running simulator.

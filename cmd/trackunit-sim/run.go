@@ -31,7 +31,7 @@ commands:
   stats   print the simulator's counters      --sim URL
 
 Secrets are read from files or generated, never taken as flag values.
---sim defaults to $TRACKUNIT_SIM_URL.
+--sim defaults to $TRACKUNIT_SIM_URL, else http://127.0.0.1:8090 (serve's default address).
 `
 
 // errUsage marks a command-line mistake; the usage has been printed.

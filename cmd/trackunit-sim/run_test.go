@@ -417,3 +417,26 @@ func TestSimURLFromEnvironment(t *testing.T) {
 		t.Errorf("output %q, want the new kid", stdout.String())
 	}
 }
+
+// Without --sim or $TRACKUNIT_SIM_URL the control commands look for the
+// simulator where `serve` listens by default, so the contract's bare
+// `trackunit-sim send --to URL --app ID --account ID` works.
+func TestSimFlagDefault(t *testing.T) {
+	for name, tc := range map[string]struct {
+		env  map[string]string
+		want string
+	}{
+		"default":  {nil, "http://127.0.0.1:8090"},
+		"from env": {map[string]string{"TRACKUNIT_SIM_URL": "http://127.0.0.1:9999"}, "http://127.0.0.1:9999"},
+	} {
+		e := env{getenv: func(k string) string { return tc.env[k] }, stdout: io.Discard, stderr: io.Discard}
+		set := e.flags("send")
+		sim := simFlag(e, set)
+		if err := set.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		if *sim != tc.want {
+			t.Errorf("%s: --sim = %q, want %q", name, *sim, tc.want)
+		}
+	}
+}

@@ -9,8 +9,9 @@ import (
 )
 
 // send signs and sends one install callback, through a running simulator
-// (--sim, which then knows the credentials at /apptoken) or locally with a
-// key file (--keys).
+// (--sim, which then knows the credentials at /apptoken; by default the one
+// `trackunit-sim serve` runs at its default address) or locally with a key
+// file (--keys).
 func send(ctx context.Context, args []string, e env) error {
 	set := e.flags("send")
 	to := set.String("to", "", "callback URL, e.g. http://127.0.0.1:8080/appinstall")
@@ -19,7 +20,7 @@ func send(ctx context.Context, args []string, e env) error {
 	typ := set.String("type", trackunitsim.EventInstalled, "event type: INSTALLED, UNINSTALLED, ...")
 	clientID := set.String("client-id", "", "client id to send (generated for INSTALLED when empty)")
 	secretFile := set.String("client-secret-file", "", "file holding the client secret (generated for INSTALLED when empty)")
-	simURL := set.String("sim", e.getenv("TRACKUNIT_SIM_URL"), "running simulator that signs and sends")
+	simURL := simFlag(e, set)
 	keys := set.String("keys", "", "key file to sign with locally, instead of --sim")
 	issuer := set.String("issuer", "", "iss of the identity JWT (--keys only)")
 	audience := set.String("audience", "", "aud of the identity JWT (--keys only)")
@@ -33,10 +34,10 @@ func send(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("--to %q: want an absolute http(s) URL", *to)
 	}
 	if *keys != "" {
-		*simURL = "" // an explicit --keys wins over $TRACKUNIT_SIM_URL
+		*simURL = "" // an explicit --keys wins over --sim and its defaults
 	}
-	if (*simURL == "") == (*keys == "") {
-		return fmt.Errorf("give exactly one of --sim URL and --keys FILE")
+	if *simURL == "" && *keys == "" {
+		return fmt.Errorf("give --sim URL or --keys FILE")
 	}
 
 	ev := trackunitsim.InstallEvent{Type: *typ, IrisAppID: *app, AccountID: *account, ClientID: *clientID}

@@ -14,10 +14,17 @@ import (
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
+// The simulator's default address, where send, fault and the other control
+// commands find it unless told otherwise.
+const (
+	defaultSimAddr = "127.0.0.1:8090"
+	defaultSimURL  = "http://" + defaultSimAddr
+)
+
 // serve runs the simulator until ctx ends.
 func serve(ctx context.Context, args []string, e env) error {
 	set := e.flags("serve")
-	addr := set.String("addr", "127.0.0.1:8090", "listen address (port 0 picks a free port)")
+	addr := set.String("addr", defaultSimAddr, "listen address (port 0 picks a free port)")
 	keys := set.String("keys", "", "key file: loaded if it exists, else created with a fresh key (mode 0600)")
 	issuer := set.String("issuer", "", "iss of signed identity JWTs")
 	audience := set.String("audience", "", "aud of signed identity JWTs")
