@@ -105,9 +105,10 @@ func (v *Verifier) checkClaims(payload []byte) (*Identity, *Error) {
 		if iat.After(now.Add(cfg.Leeway)) {
 			return nil, reject(ReasonIATFuture, "token was issued in the future")
 		}
-		// Leeway widens MaxAge too: a clock ahead of Trackunit's makes every
-		// token look older by the skew.
-		if now.Sub(iat) > cfg.MaxAge+cfg.Leeway {
+		// MaxAge is applied as configured, without the leeway: the contract
+		// refuses any iat older than IDENTITY_MAX_AGE, and an operator who
+		// expects skew can raise the maximum age itself.
+		if now.Sub(iat) > cfg.MaxAge {
 			return nil, reject(ReasonTooOld, "token is older than the maximum age")
 		}
 		id.IssuedAt = iat

@@ -38,8 +38,8 @@ type Config struct {
 	Audience string
 	// Leeway is the clock skew allowed on exp, nbf and iat.
 	Leeway time.Duration
-	// MaxAge refuses tokens whose iat is older than this (plus Leeway);
-	// zero means DefaultMaxAge.
+	// MaxAge refuses tokens whose iat is older than this (Leeway does not
+	// extend it); zero means DefaultMaxAge.
 	MaxAge time.Duration
 	// RefreshInterval is the period of the background JWKS refresh.
 	RefreshInterval time.Duration

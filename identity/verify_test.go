@@ -111,8 +111,9 @@ func TestLeewayEdges(t *testing.T) {
 		{"nbf just beyond leeway", map[string]any{"nbf": at(61 * time.Second)}, ReasonNotYetValid},
 		{"iat just within leeway", map[string]any{"iat": at(59 * time.Second)}, ""},
 		{"iat just beyond leeway", map[string]any{"iat": at(61 * time.Second)}, ReasonIATFuture},
-		{"iat just within MaxAge+leeway", map[string]any{"iat": at(-(10*time.Minute + 59*time.Second))}, ""},
-		{"iat just beyond MaxAge+leeway", map[string]any{"iat": at(-(10*time.Minute + 61*time.Second))}, ReasonTooOld},
+		{"iat just within MaxAge", map[string]any{"iat": at(-(10*time.Minute - time.Second))}, ""},
+		{"iat exactly MaxAge old", map[string]any{"iat": at(-10 * time.Minute)}, ""},
+		{"iat just beyond MaxAge, within leeway", map[string]any{"iat": at(-(10*time.Minute + time.Second))}, ReasonTooOld},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
