@@ -150,7 +150,7 @@ func (h *adminHandler) list(c echo.Context) error {
 	if s := strings.TrimSpace(q.Get(paramPageSize)); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			return h.badRequest(c, "pageSize must be a whole number between 1 and 1000")
+			return h.badRequest(c, "pageSize must be a whole number")
 		}
 		f.PageSize = n
 	}

@@ -75,11 +75,15 @@ type installPage struct {
 // It asks for one row more than the page size to know whether a next page
 // exists without a count.
 func listInstallsPage(ctx context.Context, r InstallReader, app, status string, size int, pageToken string) (installPage, error) {
+	// As AIP-158 has it: a negative size is an error, zero is the default,
+	// and a size over the maximum is served as the maximum.
 	switch {
-	case size < 0 || size > store.MaxListLimit:
-		return installPage{}, invalidArgument("pageSize must be between 0 and 1000")
+	case size < 0:
+		return installPage{}, invalidArgument("pageSize must not be negative")
 	case size == 0:
 		size = store.DefaultListLimit
+	case size > store.MaxListLimit:
+		size = store.MaxListLimit
 	}
 	st := store.InstallStatus(status)
 	switch st {

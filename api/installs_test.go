@@ -191,7 +191,7 @@ func TestListInstallsBadRequests(t *testing.T) {
 		"truncated token":        `{"pageToken":"` + p.NextPageToken[:len(p.NextPageToken)-4] + `"}`,
 		"garbage token":          `{"pageToken":"!!!"}`,
 		"token for other filter": `{"pageToken":"` + p.NextPageToken + `","status":"installed"}`,
-		"page size over 1000":    `{"pageSize":1001}`,
+		"negative page size":     `{"pageSize":-1}`,
 		"unknown status":         `{"status":"deleted"}`,
 	}
 	for name, body := range cases {
@@ -246,5 +246,14 @@ func TestListInstallsLargestPage(t *testing.T) {
 	}
 	if got := h.listAll("", 1000); len(got) != 1001 {
 		t.Errorf("walking pages of 1000 listed %d installs, want 1001", len(got))
+	}
+	// A larger page size is served as the maximum.
+	_, raw = h.adminCall("ListInstalls", `{"pageSize":5000}`)
+	var big listPage
+	if err := json.Unmarshal([]byte(raw), &big); err != nil {
+		t.Fatal(err)
+	}
+	if len(big.Installs) != 1000 || big.NextPageToken == "" {
+		t.Errorf("pageSize 5000: %d installs, next token %q; want 1000 and a token", len(big.Installs), big.NextPageToken)
 	}
 }
