@@ -109,7 +109,7 @@ func getAPIUserToken(ctx context.Context, b APIUserBroker, m *brokerv1.GetApiUse
 		return nil, invalidArgument("name is required: 1 to 128 letters, digits, '.', '_', '@' or '-'")
 	}
 	if m.GetMinValidSeconds() < 0 || m.GetMinValidSeconds() > maxMinValidSeconds {
-		return nil, invalidArgument("minValidSeconds must be between 0 and 3000")
+		return nil, invalidArgument("minValidSeconds must be between 0 and 3600")
 	}
 	t, err := b.Token(ctx, m.GetName(), time.Duration(m.GetMinValidSeconds())*time.Second)
 	if err != nil {

@@ -12,9 +12,10 @@ import (
 	"github.com/irisx-broker/irisx-broker/token"
 )
 
-// maxMinValidSeconds bounds minValidSeconds: a token lives 3600 s, and a
-// demand close to that would make every call mint a new one.
-const maxMinValidSeconds = 3000
+// maxMinValidSeconds bounds minValidSeconds by a token's lifetime at
+// Trackunit (3600 s): no token could ever satisfy more. A demand close to it
+// makes most calls mint a new token, which is the caller's choice.
+const maxMinValidSeconds = 3600
 
 // Broker mints install tokens.
 type Broker interface {
@@ -43,7 +44,7 @@ func (s *tokenService) GetToken(ctx context.Context, req *connect.Request[broker
 		return nil, invalidArgument("accountId must be a UUID")
 	}
 	if m.GetMinValidSeconds() < 0 || m.GetMinValidSeconds() > maxMinValidSeconds {
-		return nil, invalidArgument("minValidSeconds must be between 0 and 3000")
+		return nil, invalidArgument("minValidSeconds must be between 0 and 3600")
 	}
 	t, err := s.broker.Token(ctx, token.Request{
 		IrisAppID: app,

@@ -177,6 +177,7 @@ func TestGetTokenErrors(t *testing.T) {
 		{"no irisAppId and no single allowed app", `{"accountId":"` + installed + `"}`, 400, "invalid_argument"},
 		{"accountId not a UUID", `{"irisAppId":"` + testApp + `","accountId":"abc"}`, 400, "invalid_argument"},
 		{"negative minValidSeconds", `{"irisAppId":"` + testApp + `","accountId":"` + installed + `","minValidSeconds":-1}`, 400, "invalid_argument"},
+		{"minValidSeconds beyond any token's life", `{"irisAppId":"` + testApp + `","accountId":"` + installed + `","minValidSeconds":3601}`, 400, "invalid_argument"},
 		{"scope Trackunit refuses", `{"irisAppId":"` + testApp + `","accountId":"` + installed + `","scopes":["not.a.scope"]}`, 400, "invalid_argument"},
 		{"malformed JSON", `{"accountId":`, 400, "invalid_argument"},
 	}
@@ -187,6 +188,10 @@ func TestGetTokenErrors(t *testing.T) {
 				t.Errorf("got %d %v, want %d %s", status, m, tc.status, tc.code)
 			}
 		})
+	}
+	// A demand close to a token's whole life is met with a fresh token.
+	if status, m := h.getTokenJSON(internalToken, `{"irisAppId":"`+testApp+`","accountId":"`+installed+`","minValidSeconds":3500}`); status != http.StatusOK {
+		t.Errorf("minValidSeconds 3500: %d %v", status, m)
 	}
 	// invalid_scope marks nothing: the install still gets tokens.
 	if tok := h.tokenFor(installed); !h.sim.ValidAccessToken(tok) {
