@@ -62,6 +62,9 @@ type Config struct {
 	TokenRefreshMargin time.Duration
 	LogLevel           slog.Level
 	LogFormat          string
+	// Warnings are problems that do not stop the start, to be logged;
+	// like errors, they name variables, never values.
+	Warnings []string
 }
 
 // Error lists every bad variable found by Load. Its message names variables
@@ -111,6 +114,7 @@ func Load(ctx context.Context, lookup func(string) (string, bool), readFile func
 	if len(v.problems) > 0 {
 		return nil, &Error{Problems: v.problems}
 	}
+	c.Warnings = v.warnings
 	return c, nil
 }
 
@@ -166,7 +170,10 @@ func (v *validator) storage(r rawStorage, readFile func(string) ([]byte, error))
 	return &Storage{DatabaseURL: r.DatabaseURL, Keyring: v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile)}
 }
 
-type validator struct{ problems []string }
+// minTokenLength is the shortest bearer token accepted without a warning.
+const minTokenLength = 16
+
+type validator struct{ problems, warnings []string }
 
 func (v *validator) bad(name, why string) {
 	v.problems = append(v.problems, name+": "+why)
@@ -207,8 +214,10 @@ func (v *validator) tokens(name string, s crypto.Secret) []crypto.Secret {
 	}
 	out := make([]crypto.Secret, 0, len(parts))
 	for i, p := range parts {
-		if len(p) < 16 {
-			v.bad(name, fmt.Sprintf("token %d is shorter than 16 characters", i+1))
+		// The contract sets no minimum, so a short token is accepted, but
+		// the operator hears about it at every start.
+		if len(p) < minTokenLength {
+			v.warnings = append(v.warnings, fmt.Sprintf("%s: token %d is shorter than %d characters; use long random tokens", name, i+1, minTokenLength))
 		}
 		out = append(out, crypto.Secret(p))
 	}

@@ -72,7 +72,7 @@ func TestLoadReportsEveryProblemWithoutValues(t *testing.T) {
 	env := map[string]string{
 		"DATABASE_URL":         "mysql://root:hunter2@db/x",
 		"ENCRYPTION_KEYS":      "k1:c2hvcnQtc2VjcmV0LWtleQ==",
-		"ADMIN_API_TOKENS":     "short-secret",
+		"ADMIN_API_TOKENS":     " , ",
 		"PUBLIC_ADDR":          "nonsense",
 		"IDENTITY_LEEWAY":      "sixty",
 		"IDENTITY_MAX_AGE":     "-1s",
@@ -201,5 +201,23 @@ func TestLoadStorage(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A short bearer token is accepted, as the contract sets no minimum, with a
+// warning that names the variable and not the token.
+func TestLoadWarnsOfShortTokens(t *testing.T) {
+	env := validEnv()
+	env["INTERNAL_API_TOKENS"] = "internal-token-000000,tiny-tok"
+	c, err := Load(context.Background(), lookupFrom(env), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.InternalAPITokens) != 2 {
+		t.Errorf("%d internal tokens, want 2", len(c.InternalAPITokens))
+	}
+	want := []string{"INTERNAL_API_TOKENS: token 2 is shorter than 16 characters; use long random tokens"}
+	if diff := cmp.Diff(want, c.Warnings); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
 	}
 }

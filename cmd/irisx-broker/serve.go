@@ -68,6 +68,9 @@ type serveOptions struct {
 // serve runs the service until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	log := o.logger
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", "warning", w)
+	}
 	dbURL := cfg.DatabaseURL.Reveal()
 	if o.migrate {
 		if err := store.MigrateUp(dbURL); err != nil {
