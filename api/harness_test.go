@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,8 +135,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	brokerDone := make(chan struct{})
 	go func() { h.broker.Run(ctx); close(brokerDone) }()
-	listenDone := make(chan struct{})
-	go func() { _ = h.store.Listen(ctx, h.broker.Invalidate, h.broker.InvalidateAll); close(listenDone) }()
+	listenDone := startListener(t, ctx, h.store, h.broker)
 	t.Cleanup(func() { cancel(); <-brokerDone; <-listenDone })
 	h.internal = httptest.NewUnstartedServer(api.NewInternal(api.InternalDeps{
 		Verifier: v, Store: h.store, Broker: h.broker,
@@ -148,6 +148,21 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	h.internal.Start()
 	t.Cleanup(h.internal.Close)
 	return h
+}
+
+// startListener runs the install-change listener, as serve does, and
+// returns once it has connected: its first connect flushes the token cache,
+// which would otherwise drop tokens a test has just cached.
+func startListener(t *testing.T, ctx context.Context, st *store.Store, b *token.Broker) <-chan struct{} {
+	t.Helper()
+	var connected atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		_ = st.Listen(ctx, b.Invalidate, func() { b.InvalidateAll(); connected.Store(true) })
+		close(done)
+	}()
+	waitFor(t, "the install-change listener to connect", connected.Load)
+	return done
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -22,6 +22,9 @@ type PublicDeps struct {
 	Logger      *slog.Logger
 	Observer    InstallObserver // optional
 	HTTP        HTTPObserver    // optional
+	// Listening, if set, reports whether the install-change listener is
+	// connected; /readyz waits for it.
+	Listening func() bool
 }
 
 // NewPublic builds the public listener's handler. These are its only
@@ -39,7 +42,7 @@ func NewPublic(d PublicDeps) *echo.Echo {
 	}
 	e := newEcho(d.Logger, d.HTTP)
 	install := &installHandler{verifier: d.Verifier, store: d.Store, allowedApps: d.AllowedApps, now: d.Now, observer: d.Observer, logger: d.Logger}
-	health := &healthHandler{ping: d.Store.Ping, ready: d.Verifier.Ready}
+	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.POST("/appinstall", install.handle)
 	e.GET("/healthz", health.healthz)
 	e.GET("/readyz", health.readyz)
@@ -72,6 +75,8 @@ type InternalDeps struct {
 	AllowedApps    []string
 	Logger         *slog.Logger
 	HTTP           HTTPObserver // optional
+	// Listening: as in PublicDeps.
+	Listening func() bool
 	// APIUsers and APIUserBroker serve ApiUserService and
 	// GetApiUserToken; without them those calls are unimplemented.
 	APIUsers      APIUserRegistry
@@ -117,7 +122,7 @@ func NewInternal(d InternalDeps) *echo.Echo {
 		connect.WithInterceptors(adminAuth, errs)))
 
 	registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)
-	health := &healthHandler{ping: d.Store.Ping, ready: d.Verifier.Ready}
+	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.GET("/healthz", health.healthz)
 	e.GET("/readyz", health.readyz)
 	if d.Metrics != nil {

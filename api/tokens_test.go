@@ -322,10 +322,10 @@ func newHarnessOn(t *testing.T, a *harness) *harness {
 	if b.broker, err = token.New(token.Config{AuthURL: a.simURL, DefaultScopes: []string{"asset.view"}}, b.store); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{}, 2)
-	go func() { b.broker.Run(ctx); done <- struct{}{} }()
-	go func() { _ = b.store.Listen(ctx, b.broker.Invalidate, b.broker.InvalidateAll); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
+	done := make(chan struct{})
+	go func() { b.broker.Run(ctx); close(done) }()
+	listenDone := startListener(t, ctx, b.store, b.broker)
+	t.Cleanup(func() { cancel(); <-done; <-listenDone })
 	b.internal = httptest.NewServer(api.NewInternal(api.InternalDeps{
 		Verifier: a.verifier, Store: b.store, Broker: b.broker,
 		InternalTokens: []crypto.Secret{internalToken}, AdminTokens: []crypto.Secret{adminToken},

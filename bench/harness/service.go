@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -77,9 +78,10 @@ type Service struct {
 	Broker                 *token.Broker
 	Metrics                *metrics.Metrics
 
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	servers []*http.Server
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	servers   []*http.Server
+	listening atomic.Bool
 }
 
 // StartService starts an in-process broker on loopback ports; it does not
@@ -130,7 +132,9 @@ func StartService(cfg ServiceConfig) (*Service, error) {
 
 	s.background(func() { s.Verifier.Run(ctx) })
 	s.background(func() { s.Broker.Run(ctx) })
-	s.background(func() { _ = s.Store.Listen(ctx, s.Broker.Invalidate, s.Broker.InvalidateAll) })
+	s.background(func() {
+		_ = s.Store.Listen(ctx, s.Broker.Invalidate, func() { s.Broker.InvalidateAll(); s.listening.Store(true) })
+	})
 	if s.PublicURL, err = s.serve(public, false); err != nil {
 		return fail(err)
 	}
@@ -168,12 +172,14 @@ func (s *Service) serve(h http.Handler, h2c bool) (string, error) {
 	return "http://" + ln.Addr().String(), nil
 }
 
-// WaitReady waits until the verifier has loaded a key set.
+// WaitReady waits until the verifier has loaded a key set and the
+// install-change listener has connected (its first connect flushes the
+// token cache), as serve's /readyz does.
 func (s *Service) WaitReady(ctx context.Context) error {
-	for !s.Verifier.Ready() {
+	for !s.Verifier.Ready() || !s.listening.Load() {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("harness: JWKS never loaded: %w", ctx.Err())
+			return fmt.Errorf("harness: JWKS never loaded or listener never connected: %w", ctx.Err())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

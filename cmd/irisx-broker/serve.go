@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -137,15 +138,18 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		return err
 	}
 
+	// Set once the install-change listener has connected and flushed the
+	// token cache; /readyz waits for it.
+	var listening atomic.Bool
 	public := api.NewPublic(api.PublicDeps{
 		Verifier: verifier, Store: st, AllowedApps: cfg.AllowedAppIDs,
-		Logger: log, Observer: m, HTTP: m.HTTP("public"),
+		Logger: log, Observer: m, HTTP: m.HTTP("public"), Listening: listening.Load,
 	})
 	internal := api.NewInternal(api.InternalDeps{
 		Verifier: verifier, Store: st, Broker: broker, Metrics: m.Handler(),
 		InternalTokens: cfg.InternalAPITokens, AdminTokens: cfg.AdminAPITokens,
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
-		APIUsers: st, APIUserBroker: apiUsers,
+		APIUsers: st, APIUserBroker: apiUsers, Listening: listening.Load,
 	})
 
 	publicLn, err := net.Listen("tcp", cfg.PublicAddr)
@@ -166,7 +170,10 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	g.Go(func() error { verifier.Run(gctx); return nil })
 	g.Go(func() error { broker.Run(gctx); return nil })
 	g.Go(func() error {
-		err := st.Listen(gctx, broker.Invalidate, broker.InvalidateAll)
+		err := st.Listen(gctx, broker.Invalidate, func() {
+			broker.InvalidateAll()
+			listening.Store(true)
+		})
 		if err != nil && gctx.Err() == nil {
 			return fmt.Errorf("listening for install changes: %w", err)
 		}
