@@ -5,6 +5,7 @@ package config
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -41,6 +42,11 @@ type raw struct {
 	TokenRefreshMargin string        `env:"TOKEN_REFRESH_MARGIN, default=5m"`
 	LogLevel           string        `env:"LOG_LEVEL, default=info"`
 	LogFormat          string        `env:"LOG_FORMAT, default=json"`
+	ShutdownDrain      string        `env:"SHUTDOWN_DRAIN, default=5s"`
+	IrisAPIURL         string        `env:"IRIS_API_URL, default=https://iris.trackunit.com"`
+	EventWebhookURL    string        `env:"EVENT_WEBHOOK_URL"`
+	EventWebhookSecret crypto.Secret `env:"EVENT_WEBHOOK_SECRET"`
+	EventRetention     string        `env:"EVENT_RETENTION, default=168h"`
 }
 
 // Config is the validated configuration of `irisx-broker serve`.
@@ -62,6 +68,16 @@ type Config struct {
 	TokenRefreshMargin time.Duration
 	LogLevel           slog.Level
 	LogFormat          string
+	// DatabaseDirectURL is an unpooled connection for LISTEN and
+	// migrations; it defaults to DatabaseURL.
+	DatabaseDirectURL crypto.Secret
+	// KMSKeyURL, when set, wraps every key of ENCRYPTION_KEYS.
+	KMSKeyURL          string
+	ShutdownDrain      time.Duration
+	IrisAPIURL         string
+	EventWebhookURL    string
+	EventWebhookSecret crypto.Secret
+	EventRetention     time.Duration
 	// Warnings are problems that do not stop the start, to be logged;
 	// like errors, they name variables, never values.
 	Warnings []string
@@ -104,7 +120,13 @@ func Load(ctx context.Context, lookup func(string) (string, bool), readFile func
 		DefaultScopes:      splitList(r.DefaultScopes, " "),
 		TokenRefreshMargin: v.duration("TOKEN_REFRESH_MARGIN", r.TokenRefreshMargin, 0),
 		LogFormat:          strings.ToLower(strings.TrimSpace(r.LogFormat)),
+		DatabaseDirectURL:  st.DatabaseDirectURL,
+		KMSKeyURL:          st.KMSKeyURL,
+		ShutdownDrain:      v.duration("SHUTDOWN_DRAIN", r.ShutdownDrain, 0),
+		IrisAPIURL:         strings.TrimRight(v.httpURL("IRIS_API_URL", r.IrisAPIURL), "/"),
+		EventRetention:     v.duration("EVENT_RETENTION", r.EventRetention, time.Minute),
 	}
+	c.EventWebhookURL, c.EventWebhookSecret = v.webhook(r.EventWebhookURL, r.EventWebhookSecret)
 	if err := c.LogLevel.UnmarshalText([]byte(r.LogLevel)); err != nil {
 		v.bad("LOG_LEVEL", "must be debug, info, warn or error")
 	}
@@ -122,7 +144,10 @@ func Load(ctx context.Context, lookup func(string) (string, bool), readFile func
 // needs (`keys reencrypt`): the database and the keyring, no API tokens.
 type Storage struct {
 	DatabaseURL crypto.Secret
-	Keyring     *crypto.Keyring
+	// DatabaseDirectURL is DATABASE_DIRECT_URL, else DatabaseURL.
+	DatabaseDirectURL crypto.Secret
+	KMSKeyURL         string
+	Keyring           *crypto.Keyring
 }
 
 // rawStorage is the part of raw that LoadStorage reads.
@@ -130,6 +155,8 @@ type rawStorage struct {
 	DatabaseURL        crypto.Secret `env:"DATABASE_URL"`
 	EncryptionKeys     crypto.Secret `env:"ENCRYPTION_KEYS"`
 	EncryptionKeysFile string        `env:"ENCRYPTION_KEYS_FILE"`
+	DatabaseDirectURL  crypto.Secret `env:"DATABASE_DIRECT_URL"`
+	KMSKeyURL          string        `env:"KMS_KEY_URL"`
 }
 
 // LoadStorage reads and validates DATABASE_URL and ENCRYPTION_KEYS (or
@@ -166,8 +193,19 @@ func (v *validator) storage(r rawStorage, readFile func(string) ([]byte, error))
 	if readFile == nil {
 		readFile = os.ReadFile
 	}
-	v.databaseURL(r.DatabaseURL)
-	return &Storage{DatabaseURL: r.DatabaseURL, Keyring: v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile)}
+	v.databaseURL("DATABASE_URL", r.DatabaseURL, true)
+	direct := r.DatabaseDirectURL
+	if direct.IsZero() {
+		direct = r.DatabaseURL
+	} else {
+		v.databaseURL("DATABASE_DIRECT_URL", direct, false)
+	}
+	return &Storage{
+		DatabaseURL:       r.DatabaseURL,
+		DatabaseDirectURL: direct,
+		KMSKeyURL:         strings.TrimSpace(r.KMSKeyURL),
+		Keyring:           v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile),
+	}
 }
 
 // minTokenLength is the shortest bearer token accepted without a warning.
@@ -224,16 +262,45 @@ func (v *validator) tokens(name string, s crypto.Secret) []crypto.Secret {
 	return out
 }
 
-func (v *validator) databaseURL(s crypto.Secret) {
+func (v *validator) databaseURL(name string, s crypto.Secret, required bool) {
 	if s.IsZero() {
-		v.bad("DATABASE_URL", "required")
+		if required {
+			v.bad(name, "required")
+		}
 		return
 	}
 	u, err := url.Parse(s.Reveal())
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		// The URL may hold a password: say what is wrong, never echo it.
-		v.bad("DATABASE_URL", "must be a postgres:// or postgresql:// URL")
+		v.bad(name, "must be a postgres:// or postgresql:// URL")
 	}
+}
+
+// webhookSecretPrefix starts a Standard Webhooks secret.
+const webhookSecretPrefix = "whsec_"
+
+// webhook validates EVENT_WEBHOOK_URL and EVENT_WEBHOOK_SECRET together:
+// the secret is required with the URL and is whsec_ + base64 of 24 to 64
+// bytes.
+func (v *validator) webhook(rawURL string, secret crypto.Secret) (string, crypto.Secret) {
+	rawURL = strings.TrimSpace(rawURL)
+	if rawURL == "" {
+		if !secret.IsZero() {
+			v.warnings = append(v.warnings, "EVENT_WEBHOOK_SECRET: set without EVENT_WEBHOOK_URL; no webhooks are sent")
+		}
+		return "", secret
+	}
+	v.httpURL("EVENT_WEBHOOK_URL", rawURL)
+	s := strings.TrimSpace(secret.Reveal())
+	if s == "" {
+		v.bad("EVENT_WEBHOOK_SECRET", "required with EVENT_WEBHOOK_URL: whsec_ followed by base64 of 24 to 64 random bytes")
+		return rawURL, secret
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, webhookSecretPrefix))
+	if !strings.HasPrefix(s, webhookSecretPrefix) || err != nil || len(b) < 24 || len(b) > 64 {
+		v.bad("EVENT_WEBHOOK_SECRET", "must be whsec_ followed by base64 of 24 to 64 random bytes")
+	}
+	return rawURL, crypto.Secret(s)
 }
 
 func (v *validator) keyring(keys crypto.Secret, file string, readFile func(string) ([]byte, error)) *crypto.Keyring {
