@@ -337,7 +337,10 @@ func (p *proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.As(err, &te):
 		ae = proxyTokenError(te.err)
 	case r.Context().Err() != nil:
-		return // the caller went away; nobody to answer
+		// The caller went away: nobody reads this, but the metrics and the
+		// request log should not count it as a success.
+		w.WriteHeader(statusClientClosed)
+		return
 	case isTimeout(err):
 		ae = newError(http.StatusGatewayTimeout, "upstream_timeout", "the IRIS API did not answer in time", err)
 	default:
@@ -350,6 +353,9 @@ func (p *proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	p.logger.Log(r.Context(), level, "proxy: exchange failed", "status", ae.status, "error_code", ae.code, "error", ae.Error())
 	writeProxyError(w, ae)
 }
+
+// statusClientClosed is nginx's 499, recorded when the caller gave up.
+const statusClientClosed = 499
 
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
