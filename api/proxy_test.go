@@ -70,6 +70,9 @@ func TestProxyForwardsFaithfully(t *testing.T) {
 	if v := resp.Header.Values("Set-Cookie"); len(v) != 0 {
 		t.Errorf("answer has Set-Cookie %q", v)
 	}
+	if v := resp.Header.Get("X-Iris-Hop"); v != "" {
+		t.Errorf("answer has the upstream's hop-by-hop X-Iris-Hop %q", v)
+	}
 	var echoed trackunitsim.IRISRequest
 	if err := json.Unmarshal([]byte(got), &echoed); err != nil || echoed.Body != body || echoed.Method != http.MethodPatch {
 		t.Errorf("answer body %q", got)

@@ -150,9 +150,12 @@ func (s *Sim) handleIRISEcho(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// Headers a proxy must pass on (X-Iris-Echo) and must not (Set-Cookie).
+	// Headers a proxy must pass on (X-Iris-Echo) and must not (Set-Cookie,
+	// and X-Iris-Hop, made hop-by-hop by Connection).
 	w.Header().Set("X-Iris-Echo", "1")
 	w.Header().Set("Set-Cookie", "iris_session=sim; Path=/; HttpOnly")
+	w.Header().Set("Connection", "X-Iris-Hop")
+	w.Header().Set("X-Iris-Hop", "1")
 	writeJSON(w, http.StatusOK, echoed(req))
 }
 

@@ -53,6 +53,9 @@ func TestIRISStandIn(t *testing.T) {
 		got.Subject != "0oaclient" || got.Header.Get("X-Custom") != "v" {
 		t.Errorf("echo %+v", got)
 	}
+	if resp.Header.Get("X-Iris-Hop") != "1" || resp.Header.Get("Set-Cookie") == "" {
+		t.Errorf("the echo lacks the headers a proxy must strip: %v", resp.Header)
+	}
 	if strings.Contains(body, tok) || got.Header.Get("Authorization") != "Bearer [redacted]" {
 		t.Error("the echo shows the bearer token")
 	}
