@@ -81,6 +81,8 @@ type InternalDeps struct {
 	// GetApiUserToken; without them those calls are unimplemented.
 	APIUsers      APIUserRegistry
 	APIUserBroker APIUserBroker
+	// Proxy serves the IRIS API proxy; without it /iris/ is 404.
+	Proxy *ProxyDeps
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -94,6 +96,7 @@ type InternalStore interface {
 //	POST /irisx.broker.v1.TokenService/*    GetToken, GetApiUserToken (INTERNAL_API_TOKENS)
 //	POST /irisx.broker.v1.InstallService/*  ListInstalls, GetInstall (ADMIN_API_TOKENS)
 //	POST /irisx.broker.v1.ApiUserService/*  CreateApiUser, ListApiUsers, DeleteApiUser (ADMIN_API_TOKENS)
+//	ANY  /iris/accounts/{accountId}/{path...}  the IRIS API proxy (INTERNAL_API_TOKENS)
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
 //	GET  /metrics                           Prometheus text format
@@ -121,6 +124,9 @@ func NewInternal(d InternalDeps) *echo.Echo {
 		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker},
 		connect.WithInterceptors(adminAuth, errs)))
 
+	if d.Proxy != nil {
+		mountProxy(e, *d.Proxy, d.InternalTokens, d.AllowedApps, logger)
+	}
 	registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)
 	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.GET("/healthz", health.healthz)

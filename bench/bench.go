@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,8 @@ type Options struct {
 	// Profile says when to take a CPU profile of a phase's load against an
 	// in-process broker and add its top functions to the report.
 	Profile ProfileMode
+	// Phases, when set, runs only the phases of these names.
+	Phases []string
 }
 
 // scale is the size of every phase.
@@ -179,7 +182,11 @@ func (r *runner) run(ctx context.Context) (err error) {
 		{"install ingest", r.ingestPhase},
 		{"stampede", r.stampedePhase},
 		{"scale", r.scalePhase},
+		{"iris proxy", r.proxyPhase},
 	} {
+		if len(r.opts.Phases) > 0 && !slices.Contains(r.opts.Phases, phase.name) {
+			continue
+		}
 		r.log.Info("phase", "name", phase.name)
 		if err := phase.fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", phase.name, err)

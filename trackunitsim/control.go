@@ -91,9 +91,9 @@ type FaultRequest struct {
 // Fault validates the request and returns its Fault.
 func (fr FaultRequest) Fault() (Fault, error) {
 	switch fr.Endpoint {
-	case EndpointAppToken, EndpointToken, EndpointJWKS:
+	case EndpointAppToken, EndpointToken, EndpointJWKS, EndpointIRIS, EndpointGraphQL:
 	default:
-		return Fault{}, fmt.Errorf("endpoint %q: want apptoken, token or jwks", fr.Endpoint)
+		return Fault{}, fmt.Errorf("endpoint %q: want apptoken, token, jwks, iris or graphql", fr.Endpoint)
 	}
 	var latency time.Duration
 	if fr.Latency != "" {

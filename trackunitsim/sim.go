@@ -72,6 +72,7 @@ type Sim struct {
 	clientCall map[string]int
 	userCall   map[string]map[string]int
 	reuse      int
+	iris       irisState
 }
 
 // New returns a Sim with one fresh RS256 signing key.
@@ -141,6 +142,7 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("POST /sim/faults", s.handleInjectFault)
 	mux.HandleFunc("DELETE /sim/faults", s.handleClearFaults)
 	mux.HandleFunc("GET /sim/stats", s.handleStats)
+	s.routeIRIS(mux)
 	return mux
 }
 

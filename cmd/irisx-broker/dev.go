@@ -79,6 +79,7 @@ func runDev(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 		"ADMIN_API_TOKENS":    devAdminToken,
 		"TRACKUNIT_JWKS_URL":  simURL + "/api/marketplace/jwks",
 		"TRACKUNIT_AUTH_URL":  simURL,
+		"IRIS_API_URL":        simURL,
 		"ALLOWED_APP_IDS":     devAppID,
 		"DEFAULT_SCOPES":      devScopes,
 		"LOG_FORMAT":          "text",
@@ -176,6 +177,11 @@ Fetch an IRIS access token for that account:
   curl -s http://%[3]s/irisx.broker.v1.TokenService/GetToken \
     -H 'Authorization: Bearer %[5]s' -H 'Content-Type: application/json' \
     -d '{"accountId":"%[4]s"}'
+
+Call the IRIS API as that account through the broker (the simulator's IRIS stand-in echoes what it got):
+  curl -s 'http://%[3]s/iris/accounts/%[4]s/api/echo?hello=world' -H 'Authorization: Bearer %[5]s'
+  curl -s http://%[3]s/iris/accounts/%[4]s/api/graphql/ -H 'Authorization: Bearer %[5]s' \
+    -H 'Content-Type: application/json' -d '{"query":"{ assets { id } }"}'
 
 List installs:
   curl -s http://%[3]s/irisx.broker.v1.InstallService/ListInstalls \

@@ -150,6 +150,8 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		InternalTokens: cfg.InternalAPITokens, AdminTokens: cfg.AdminAPITokens,
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
 		APIUsers: st, APIUserBroker: apiUsers, Listening: listening.Load,
+		Proxy: &api.ProxyDeps{Tokens: api.BrokerProxyTokens(broker), Holds: st,
+			UpstreamURL: cfg.IrisAPIURL, Observer: m.NewProxy()},
 	})
 
 	publicLn, err := net.Listen("tcp", cfg.PublicAddr)

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS proxy_rate_limits;
