@@ -2,12 +2,14 @@ package telemetry
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/otelconnect"
 	"github.com/exaring/otelpgx"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -37,12 +39,12 @@ func ConnectInterceptor(tp trace.TracerProvider) (connect.Interceptor, error) {
 // internal/outbound) so every upstream call is a client span, child of the
 // request's span, and carries traceparent to Trackunit. nil base means
 // http.DefaultTransport. Span names are "METHOD host"; no header or body is
-// recorded, and the Redactor blanks query values in url.full.
+// recorded, and query values in url.full are blanked.
 func Transport(base http.RoundTripper, tp trace.TracerProvider) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	return otelhttp.NewTransport(base,
+	return otelhttp.NewTransport(redactingTransport{base},
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(Propagator),
 		otelhttp.WithMeterProvider(noMeter),
@@ -58,7 +60,7 @@ func Transport(base http.RoundTripper, tp trace.TracerProvider) http.RoundTrippe
 // reached from outside, so an incoming traceparent is linked, never
 // trusted as the parent.
 func Middleware(h http.Handler, tp trace.TracerProvider, routes ...string) http.Handler {
-	return otelhttp.NewHandler(h, "public",
+	return otelhttp.NewHandler(redactingHandler{h}, "public",
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(Propagator),
 		otelhttp.WithMeterProvider(noMeter),
@@ -81,4 +83,44 @@ func PgxTracer(tp trace.TracerProvider) *PgxTracerWrapper {
 		otelpgx.WithTracerProvider(tp),
 		otelpgx.WithMeterProvider(noMeter),
 	)}
+}
+
+// redactingTransport runs inside otelhttp's transport, after it has set
+// url.full, and overwrites it with the query values blanked (keys kept, for
+// debugging): a query string is the one thing otelhttp records that could
+// carry a credential.
+type redactingTransport struct{ next http.RoundTripper }
+
+func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.RawQuery != "" || r.URL.User != nil {
+		u := *r.URL
+		u.User = nil
+		u.RawQuery = redactQuery(u.RawQuery)
+		trace.SpanFromContext(r.Context()).SetAttributes(attribute.String("url.full", u.String()))
+	}
+	return t.next.RoundTrip(r)
+}
+
+// redactingHandler does the same for the server span's url.query.
+type redactingHandler struct{ next http.Handler }
+
+func (h redactingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawQuery != "" {
+		trace.SpanFromContext(r.Context()).SetAttributes(attribute.String("url.query", redactQuery(r.URL.RawQuery)))
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+func redactQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return "REDACTED"
+	}
+	for k := range q {
+		q[k] = []string{"REDACTED"}
+	}
+	return q.Encode()
 }

@@ -15,13 +15,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/contrib/exporters/autoexport"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -113,7 +111,6 @@ func Setup(ctx context.Context, lookup func(string) (string, bool), opts ...Opti
 		res = resource.NewSchemaless(semconv.ServiceName(service))
 	}
 	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithSpanProcessor(Redactor()),
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithSampler(sampler),
 		sdktrace.WithResource(res),
@@ -153,51 +150,3 @@ func parseSampler(name, arg string) (sdktrace.Sampler, error) {
 	}
 	return nil, fmt.Errorf("OTEL_TRACES_SAMPLER: %q is not supported", name)
 }
-
-// Redactor is a span processor that blanks the values of query strings in
-// url.full and url.query as each span starts (keys stay, for debugging): a
-// query string is the one place an HTTP instrumentation records that
-// could carry a credential. Setup installs it; a test provider should too.
-func Redactor() sdktrace.SpanProcessor { return redactor{} }
-
-type redactor struct{}
-
-func (redactor) OnStart(_ context.Context, s sdktrace.ReadWriteSpan) {
-	for _, kv := range s.Attributes() {
-		switch kv.Key {
-		case "url.full", "http.url":
-			u, err := url.Parse(kv.Value.AsString())
-			if err != nil {
-				s.SetAttributes(attribute.String(string(kv.Key), "[REDACTED]"))
-				continue
-			}
-			if u.RawQuery != "" || u.User != nil {
-				u.User = nil
-				u.RawQuery = redactQuery(u.RawQuery)
-				s.SetAttributes(attribute.String(string(kv.Key), u.String()))
-			}
-		case "url.query":
-			if q := kv.Value.AsString(); q != "" {
-				s.SetAttributes(attribute.String("url.query", redactQuery(q)))
-			}
-		}
-	}
-}
-
-func redactQuery(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return "REDACTED"
-	}
-	for k := range q {
-		q[k] = []string{"REDACTED"}
-	}
-	return q.Encode()
-}
-
-func (redactor) OnEnd(sdktrace.ReadOnlySpan)      {}
-func (redactor) Shutdown(context.Context) error   { return nil }
-func (redactor) ForceFlush(context.Context) error { return nil }
