@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/oauth2"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
@@ -50,6 +51,15 @@ type options struct {
 	httpClient connect.HTTPClient
 	grpc       bool
 	irisAppID  string
+	propagator propagation.TextMapPropagator
+}
+
+// WithPropagator sets how the caller's trace context travels with each
+// call; the default is W3C Trace Context (traceparent, tracestate), the
+// format the broker accepts. Pass otel.GetTextMapPropagator() to use the
+// application's own.
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(o *options) { o.propagator = p }
 }
 
 // WithHTTPClient makes the Client send its calls through h instead of its
@@ -85,8 +95,11 @@ func New(baseURL, bearerToken string, opts ...Option) *Client {
 	if httpClient == nil {
 		httpClient = defaultHTTPClient(o.grpc)
 	}
+	if o.propagator == nil {
+		o.propagator = propagation.TraceContext{}
+	}
 	clientOpts := []connect.ClientOption{
-		connect.WithInterceptors(bearerInterceptor(crypto.Secret(bearerToken))),
+		connect.WithInterceptors(traceInterceptor(o.propagator), bearerInterceptor(crypto.Secret(bearerToken))),
 	}
 	if o.grpc {
 		clientOpts = append(clientOpts, connect.WithGRPC())
@@ -108,6 +121,18 @@ func defaultHTTPClient(grpc bool) *http.Client {
 		transport.Protocols = &p
 	}
 	return &http.Client{Transport: transport, Timeout: requestTimeout}
+}
+
+// traceInterceptor sends the trace context of the caller's ctx with every
+// call, so the broker's spans join the caller's trace. It starts no span
+// of its own: a caller that wants client spans adds otelconnect.
+func traceInterceptor(p propagation.TextMapPropagator) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			p.Inject(ctx, propagation.HeaderCarrier(req.Header()))
+			return next(ctx, req)
+		}
+	}
 }
 
 // bearerInterceptor adds the broker's bearer token to every call. The token

@@ -71,8 +71,11 @@ type Config struct {
 	// DatabaseDirectURL is an unpooled connection for LISTEN and
 	// migrations; it defaults to DatabaseURL.
 	DatabaseDirectURL crypto.Secret
-	// KMSKeyURL, when set, wraps every key of ENCRYPTION_KEYS.
+	// KMSKeyURL, when set, wraps every key of ENCRYPTION_KEYS: Keyring is
+	// then nil and WrappedKeys holds the entries, for
+	// kms.ResolveKeyring to unwrap.
 	KMSKeyURL          string
+	WrappedKeys        crypto.Secret
 	ShutdownDrain      time.Duration
 	IrisAPIURL         string
 	EventWebhookURL    string
@@ -122,6 +125,7 @@ func Load(ctx context.Context, lookup func(string) (string, bool), readFile func
 		LogFormat:          strings.ToLower(strings.TrimSpace(r.LogFormat)),
 		DatabaseDirectURL:  st.DatabaseDirectURL,
 		KMSKeyURL:          st.KMSKeyURL,
+		WrappedKeys:        st.WrappedKeys,
 		ShutdownDrain:      v.duration("SHUTDOWN_DRAIN", r.ShutdownDrain, 0),
 		IrisAPIURL:         strings.TrimRight(v.httpURL("IRIS_API_URL", r.IrisAPIURL), "/"),
 		EventRetention:     v.duration("EVENT_RETENTION", r.EventRetention, time.Minute),
@@ -147,7 +151,10 @@ type Storage struct {
 	// DatabaseDirectURL is DATABASE_DIRECT_URL, else DatabaseURL.
 	DatabaseDirectURL crypto.Secret
 	KMSKeyURL         string
-	Keyring           *crypto.Keyring
+	// Keyring is nil when KMSKeyURL is set; WrappedKeys then holds the
+	// entries of ENCRYPTION_KEYS, for kms.ResolveKeyring to unwrap.
+	Keyring     *crypto.Keyring
+	WrappedKeys crypto.Secret
 }
 
 // rawStorage is the part of raw that LoadStorage reads.
@@ -200,12 +207,24 @@ func (v *validator) storage(r rawStorage, readFile func(string) ([]byte, error))
 	} else {
 		v.databaseURL("DATABASE_DIRECT_URL", direct, false)
 	}
-	return &Storage{
+	s := &Storage{
 		DatabaseURL:       r.DatabaseURL,
 		DatabaseDirectURL: direct,
 		KMSKeyURL:         strings.TrimSpace(r.KMSKeyURL),
-		Keyring:           v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile),
 	}
+	if s.KMSKeyURL == "" {
+		s.Keyring = v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile)
+		return s
+	}
+	// Wrapped keys are unwrapped by the caller (internal/kms), which does
+	// the KMS I/O; here only the shape of the URL is checked, without
+	// echoing it (a base64key:// URL is a key).
+	if u, err := url.Parse(s.KMSKeyURL); err != nil || u.Scheme == "" {
+		v.bad("KMS_KEY_URL", "must be a KMS key URL such as awskms://, gcpkms://, azurekeyvault://, hashivault:// or base64key://")
+	}
+	spec, _ := v.keySpec(r.EncryptionKeys, r.EncryptionKeysFile, readFile)
+	s.WrappedKeys = crypto.Secret(spec)
+	return s
 }
 
 // minTokenLength is the shortest bearer token accepted without a warning.
@@ -304,11 +323,46 @@ func (v *validator) webhook(rawURL string, secret crypto.Secret) (string, crypto
 }
 
 func (v *validator) keyring(keys crypto.Secret, file string, readFile func(string) ([]byte, error)) *crypto.Keyring {
+	spec, ok := v.keySpec(keys, file, readFile)
+	if !ok {
+		return nil
+	}
+	kr, err := crypto.ParseKeyring(spec)
+	if err != nil {
+		name := "ENCRYPTION_KEYS"
+		if file != "" {
+			name = "ENCRYPTION_KEYS_FILE"
+		}
+		why := err.Error()
+		if looksWrapped(spec) {
+			why += "; a key longer than 32 bytes looks KMS-wrapped: is KMS_KEY_URL missing?"
+		}
+		v.bad(name, why)
+		return nil
+	}
+	return kr
+}
+
+// looksWrapped reports whether an entry's key is longer than a plain
+// 32-byte key in base64 (44 characters), as a KMS-wrapped key is.
+func looksWrapped(spec string) bool {
+	for _, e := range strings.Split(spec, ",") {
+		e = strings.TrimSpace(e)
+		if i := strings.LastIndexByte(e, ':'); i >= 0 && len(e)-i-1 > 44 {
+			return true
+		}
+	}
+	return false
+}
+
+// keySpec returns ENCRYPTION_KEYS, or the entries of ENCRYPTION_KEYS_FILE
+// joined by commas; ok is false when a problem was reported.
+func (v *validator) keySpec(keys crypto.Secret, file string, readFile func(string) ([]byte, error)) (string, bool) {
 	spec := keys.Reveal()
 	switch {
 	case spec != "" && file != "":
 		v.bad("ENCRYPTION_KEYS", "set either ENCRYPTION_KEYS or ENCRYPTION_KEYS_FILE, not both")
-		return nil
+		return "", false
 	case file != "":
 		b, err := readFile(file)
 		if err != nil {
@@ -318,24 +372,15 @@ func (v *validator) keyring(keys crypto.Secret, file string, readFile func(strin
 				why += ": " + pe.Err.Error()
 			}
 			v.bad("ENCRYPTION_KEYS_FILE", why)
-			return nil
+			return "", false
 		}
 		// One entry a line or comma-separated, as the operator prefers.
 		spec = strings.Join(splitList(strings.ReplaceAll(string(b), "\n", ","), ","), ",")
 	case spec == "":
 		v.bad("ENCRYPTION_KEYS", "required (or ENCRYPTION_KEYS_FILE): comma-separated keyid:base64(32 bytes)")
-		return nil
+		return "", false
 	}
-	kr, err := crypto.ParseKeyring(spec)
-	if err != nil {
-		name := "ENCRYPTION_KEYS"
-		if file != "" {
-			name = "ENCRYPTION_KEYS_FILE"
-		}
-		v.bad(name, err.Error())
-		return nil
-	}
-	return kr
+	return spec, true
 }
 
 func splitList(s, sep string) []string {

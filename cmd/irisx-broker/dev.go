@@ -19,6 +19,7 @@ import (
 
 	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/kms"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -95,6 +96,9 @@ func runDev(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return errReported
+	}
+	if cfg.Keyring, err = kms.ResolveKeyring(ctx, cfg.KMSKeyURL, cfg.WrappedKeys, cfg.Keyring); err != nil {
+		return err
 	}
 	return serve(ctx, cfg, serveOptions{
 		migrate: true,

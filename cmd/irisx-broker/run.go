@@ -19,7 +19,8 @@ commands:
   serve                 run the service (applies pending migrations unless --migrate=false)
   dev                   serve with an in-process Trackunit simulator and a throwaway key
   migrate up|down N|version
-  keys generate [--id ID]
+  keys generate [--id ID] [--kms URL]
+  keys rewrap [--from URL] --to URL   re-wrap ENCRYPTION_KEYS for a KMS key rotation
   keys reencrypt [--batch N]
   installs list [--app ID] [--status S] [--json]
   api-users add|list|delete   register Trackunit API users (api-users help for flags)

@@ -19,6 +19,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/api"
 	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/identity"
+	"github.com/irisx-broker/irisx-broker/internal/kms"
 	"github.com/irisx-broker/irisx-broker/metrics"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/token"
@@ -41,6 +42,9 @@ func runServe(ctx context.Context, args []string, lookup env, stdout, stderr io.
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return errReported
+	}
+	if cfg.Keyring, err = kms.ResolveKeyring(ctx, cfg.KMSKeyURL, cfg.WrappedKeys, cfg.Keyring); err != nil {
+		return err
 	}
 	logger := newLogger(cfg, stderr)
 	return serve(ctx, cfg, serveOptions{migrate: *migrate, logger: logger})
