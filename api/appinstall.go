@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -114,11 +115,9 @@ func (h *installHandler) handle(c echo.Context) error {
 		ev.EventAt = id.IssuedAt
 	}
 	outcome, err := h.store.ApplyInstallEvent(req.Context(), ev)
-	if errors.Is(err, store.ErrInvalid) {
-		return newError(http.StatusBadRequest, codeInvalidRequest, "the install callback's fields are not acceptable", err)
-	}
 	if err != nil {
-		return newError(http.StatusServiceUnavailable, codeUnavailable, "the install could not be stored; retry later", err)
+		// The error table answers: store.ErrInvalid 400, the database 503.
+		return fmt.Errorf("storing the install event: %w", err)
 	}
 	if h.observer != nil {
 		h.observer.InstallEvent(eventTypeLabel(body.Type), string(outcome))
