@@ -6,12 +6,14 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/irisx-broker/irisx-broker/api"
 )
@@ -219,5 +221,54 @@ func TestEdgeAttacks(t *testing.T) {
 				t.Errorf("inflated %d bytes, want %d to %d", got.inflated, c.minInflated, c.maxInflated)
 			}
 		})
+	}
+}
+
+// The same bounds hold over a real h2c connection to the server NewServer
+// builds, as gRPC clients reach the internal listener.
+func TestEdgeAttacksOverH2C(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := api.NewServer(h.internal.Config.Handler, true)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 30 * time.Second}
+	bomb := envelope(gzipBomb(t, 384), true, 0)
+	for _, c := range []struct {
+		name, token, want string
+	}{
+		{"no token", "", "16"},
+		{"valid token", internalToken, "8"},
+	} {
+		before := api.InflatedBytes()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/irisx.broker.v1.TokenService/GetToken", bytes.NewReader(bomb))
+		req.Header.Set("Content-Type", "application/grpc+proto")
+		req.Header.Set("Grpc-Encoding", "gzip")
+		req.Header.Set("Te", "trailers")
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status := resp.Trailer.Get("Grpc-Status")
+		if status == "" {
+			status = resp.Header.Get("Grpc-Status")
+		}
+		if resp.ProtoMajor != 2 || status != c.want {
+			t.Errorf("%s: %s grpc-status %q, want HTTP/2 and %s", c.name, resp.Proto, status, c.want)
+		}
+		if n := api.InflatedBytes() - before; n > 1<<20+64<<10 {
+			t.Errorf("%s: inflated %d bytes", c.name, n)
+		}
 	}
 }
