@@ -2,9 +2,7 @@ package api
 
 import (
 	"bytes"
-	"context"
 	_ "embed"
-	"errors"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -13,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/labstack/echo/v4"
 
 	"github.com/irisx-broker/irisx-broker/store"
@@ -150,17 +147,13 @@ func (h *adminHandler) list(c echo.Context) error {
 	if s := strings.TrimSpace(q.Get(paramPageSize)); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			return h.badRequest(c, "pageSize must be a whole number")
+			return h.renderError(c, "list installs", invalidArgument("pageSize must be a whole number"))
 		}
 		f.PageSize = n
 	}
 	page, err := listInstallsPage(c.Request().Context(), h.reader, f.App, f.Status, f.PageSize, f.PageToken)
 	if err != nil {
-		var ce *connect.Error
-		if errors.As(err, &ce) && ce.Code() == connect.CodeInvalidArgument {
-			return h.badRequest(c, ce.Message())
-		}
-		return h.unavailable(c, "list installs", err)
+		return h.renderError(c, "list installs", err)
 	}
 	if f.PageSize == 0 {
 		f.PageSize = store.DefaultListLimit // shown in the form, and kept by the paging links
@@ -187,17 +180,12 @@ type adminDetail struct {
 
 func (h *adminHandler) detail(c echo.Context) error {
 	app, account := c.QueryParam(paramApp), c.QueryParam(paramAccount)
-	if app == "" || !isUUID(account) {
-		return h.badRequest(c, "irisAppId and a UUID accountId are required")
+	if err := checkInstallKey(app, account); err != nil {
+		return h.renderError(c, "get install", err)
 	}
 	in, events, err := h.reader.GetInstall(c.Request().Context(), app, canonicalUUID(account), installEventsShown)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return h.render(c, http.StatusNotFound, "error", adminError{
-			Title: "Not found", Message: "There is no install of " + app + " for account " + account + ".", Back: true,
-		})
-	case err != nil:
-		return h.unavailable(c, "get install", err)
+	if err != nil {
+		return h.renderError(c, "get install", err)
 	}
 	return h.render(c, http.StatusOK, "detail", adminDetail{Install: in, Events: events})
 }
@@ -209,22 +197,18 @@ type adminError struct {
 	Back    bool // offer a link to the unfiltered listing
 }
 
-// badRequest answers 400 with a message that is safe to show: it comes from
-// our own validation, never from the database.
-func (h *adminHandler) badRequest(c echo.Context, msg string) error {
-	h.logger.InfoContext(c.Request().Context(), "admin page: bad request", "status", http.StatusBadRequest, "error", msg)
-	return h.render(c, http.StatusBadRequest, "error", adminError{Title: "Bad request", Message: msg, Back: true})
-}
-
-// unavailable answers 503 and logs the cause, which the page never shows.
-func (h *adminHandler) unavailable(c echo.Context, what string, err error) error {
-	level, msg := slog.LevelError, "The database is unavailable; retry later."
-	if errors.Is(err, context.Canceled) {
-		level = slog.LevelInfo // the browser went away; not our fault
+// renderError is the admin page's one way to show an error: the status
+// and message of the error table (never a database's or upstream's text),
+// logged at the level the table gives.
+func (h *adminHandler) renderError(c echo.Context, what string, err error) error {
+	a := classify(err)
+	h.logger.Log(c.Request().Context(), a.logLevel(), "admin page: "+what+" failed",
+		"status", a.status, "error_code", a.code, "error", err.Error())
+	title := http.StatusText(a.status)
+	if title == "" {
+		title = "Error"
 	}
-	h.logger.Log(c.Request().Context(), level, "admin page: "+what+" failed",
-		"status", http.StatusServiceUnavailable, "error", err.Error())
-	return h.render(c, http.StatusServiceUnavailable, "error", adminError{Title: "Unavailable", Message: msg, Back: true})
+	return h.render(c, a.status, "error", adminError{Title: title, Message: a.message, Back: true})
 }
 
 // render executes a template into a buffer first, so a template failure is

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -335,8 +336,11 @@ func TestAdminBadRequests(t *testing.T) {
 		{"unknown status", "/admin?status=deleted", "status must be installed, uninstalled or credentials_rejected"},
 		{"page size negative", "/admin?pageSize=-1", "pageSize must not be negative"},
 		{"page size not a number", "/admin?pageSize=ten", "pageSize must be a whole number"},
-		{"detail without account", "/admin/install?irisAppId=%40acme%2Ffleet", "irisAppId and a UUID accountId are required"},
-		{"detail with a bad account", "/admin/install?irisAppId=%40acme%2Ffleet&accountId=42", "irisAppId and a UUID accountId are required"},
+		{"detail without account", "/admin/install?irisAppId=%40acme%2Ffleet", "accountId must be a UUID"},
+		{"detail with a bad account", "/admin/install?irisAppId=%40acme%2Ffleet&accountId=42", "accountId must be a UUID"},
+		{"detail without app", "/admin/install?accountId=" + adminAccount(1), "irisAppId must be @scope/name: printable ASCII without spaces, at most 214 characters"},
+		{"filter with a NUL byte", "/admin?irisAppId=%40acme%2Ff%00leet", "irisAppId must be @scope/name: printable ASCII without spaces, at most 214 characters"},
+		{"filter with invalid UTF-8", "/admin?irisAppId=%40acme%2F%FF", "irisAppId must be @scope/name: printable ASCII without spaces, at most 214 characters"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -392,7 +396,7 @@ func TestAdminDetail(t *testing.T) {
 	}
 
 	msg := adminText(adminByID(e.page("/admin/install?irisAppId=%40acme%2Ffleet&accountId="+adminAccount(9), http.StatusNotFound), "message"))
-	if want := "There is no install of @acme/fleet for account " + adminAccount(9) + "."; msg != want {
+	if want := "no such install"; msg != want {
 		t.Errorf("not found message %q, want %q", msg, want)
 	}
 }
@@ -402,11 +406,14 @@ func TestAdminEscapesMarkup(t *testing.T) {
 	const app = `<script>alert("pwned")</script>`
 	e.install(app, adminAccount(1), store.StatusInstalled, adminNow)
 	detail := "/admin/install?irisAppId=" + url.QueryEscape(app) + "&accountId=" + adminAccount(1)
-	for _, path := range []string{"/admin", "/admin?irisAppId=" + url.QueryEscape(app), detail} {
+	// Such an app id can only be stored by a bug or by hand (the callback
+	// refuses it): the listing shows it as text; filtering by it is 400.
+	for path, status := range map[string]int{"/admin": http.StatusOK,
+		"/admin?irisAppId=" + url.QueryEscape(app): http.StatusBadRequest, detail: http.StatusBadRequest} {
 		t.Run(path, func(t *testing.T) {
 			r := adminGet(t, e.url+path, adminPageToken)
-			if r.status != http.StatusOK {
-				t.Fatalf("status %d", r.status)
+			if r.status != status {
+				t.Fatalf("status %d, want %d", r.status, status)
 			}
 			if strings.Contains(strings.ToLower(r.body), "<script") {
 				t.Errorf("page holds a live <script>:\n%s", r.body)
@@ -416,7 +423,7 @@ func TestAdminEscapesMarkup(t *testing.T) {
 				t.Error("page parses to a script element")
 			}
 			// It is still shown, as text.
-			if !strings.Contains(adminText(doc), app) {
+			if status == http.StatusOK && !strings.Contains(adminText(doc), app) {
 				t.Errorf("app id not shown as text")
 			}
 		})
@@ -446,7 +453,7 @@ func TestAdminShowsNoSecret(t *testing.T) {
 // out of the page.
 type adminFailingStore struct{}
 
-var errAdminStoreDown = errors.New("dial tcp 10.9.8.7:5432: connect: connection refused (password=hunter2)")
+var errAdminStoreDown = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("10.9.8.7:5432: connect: connection refused (password=hunter2)")}
 
 func (adminFailingStore) ListInstalls(context.Context, store.ListFilter) ([]store.Install, error) {
 	return nil, fmt.Errorf("store: list installs: %w", errAdminStoreDown)
@@ -454,16 +461,20 @@ func (adminFailingStore) ListInstalls(context.Context, store.ListFilter) ([]stor
 func (adminFailingStore) GetInstall(context.Context, string, string, int) (store.Install, []store.Event, error) {
 	return store.Install{}, nil, fmt.Errorf("store: get install: %w", errAdminStoreDown)
 }
-func (adminFailingStore) Ping(context.Context) error { return errAdminStoreDown }
+func (adminFailingStore) Ping(context.Context) error                                     { return errAdminStoreDown }
+func (adminFailingStore) PageToken(store.InstallKey, string, store.InstallStatus) string { return "" }
+func (adminFailingStore) ParsePageToken(string, string, store.InstallStatus) (store.InstallKey, error) {
+	return store.InstallKey{}, store.ErrInvalid
+}
 
 func TestAdminStoreFailure(t *testing.T) {
 	base := newAdminServer(t, adminFailingStore{})
-	for _, path := range []string{"/admin", "/admin?status=installed", "/admin/install?irisAppId=a&accountId=" + adminAccount(1)} {
+	for _, path := range []string{"/admin", "/admin?status=installed", "/admin/install?irisAppId=%40acme%2Ffleet&accountId=" + adminAccount(1)} {
 		r := adminGet(t, base+path, adminPageToken)
 		if r.status != http.StatusServiceUnavailable {
 			t.Errorf("GET %s: status %d, want 503", path, r.status)
 		}
-		if got := adminText(adminByID(adminParse(t, r.body), "message")); got != "The database is unavailable; retry later." {
+		if got := adminText(adminByID(adminParse(t, r.body), "message")); got != "the database is unavailable; retry later" {
 			t.Errorf("GET %s: message %q", path, got)
 		}
 		for _, leak := range []string{"hunter2", "10.9.8.7", "dial tcp"} {

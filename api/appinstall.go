@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -114,11 +115,9 @@ func (h *installHandler) handle(c echo.Context) error {
 		ev.EventAt = id.IssuedAt
 	}
 	outcome, err := h.store.ApplyInstallEvent(req.Context(), ev)
-	if errors.Is(err, store.ErrInvalid) {
-		return newError(http.StatusBadRequest, codeInvalidRequest, "the install callback's fields are not acceptable", err)
-	}
 	if err != nil {
-		return newError(http.StatusServiceUnavailable, codeUnavailable, "the install could not be stored; retry later", err)
+		// The error table answers: store.ErrInvalid 400, the database 503.
+		return fmt.Errorf("storing the install event: %w", err)
 	}
 	if h.observer != nil {
 		h.observer.InstallEvent(eventTypeLabel(body.Type), string(outcome))
@@ -180,13 +179,53 @@ func decodeInstallBody(raw []byte) (*installBody, error) {
 	if len(missing) > 0 {
 		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "missing fields: "+strings.Join(missing, ", "), nil)
 	}
-	if len(b.IrisAppID) > 255 || len(b.Type) > 64 {
-		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "irisAppId or type is too long", nil)
+	if len(b.Type) > 64 {
+		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "type is too long", nil)
+	}
+	if !validIrisAppID(b.IrisAppID) {
+		return nil, newError(http.StatusBadRequest, codeInvalidRequest, irisAppIDRule, nil)
 	}
 	if !isUUID(b.AccountID) {
 		return nil, newError(http.StatusBadRequest, codeInvalidRequest, "accountId is not a UUID", nil)
 	}
 	return &b, nil
+}
+
+// maxIrisAppIDLen is npm's bound on a package name, which an irisAppId is.
+const maxIrisAppIDLen = 214
+
+const irisAppIDRule = "irisAppId must be @scope/name: printable ASCII without spaces, at most 214 characters"
+
+// validIrisAppID reports whether s has the contract's shape: "@scope/name",
+// both parts non-empty, printable ASCII without spaces or control
+// characters, at most 214 characters. Anything else can only be a forged
+// or broken callback, and would otherwise reach logs, the admin page and
+// the CLI's table.
+func validIrisAppID(s string) bool {
+	if len(s) < 4 || len(s) > maxIrisAppIDLen || s[0] != '@' {
+		return false
+	}
+	slash := strings.IndexByte(s, '/')
+	if slash < 2 || slash == len(s)-1 || strings.IndexByte(s[slash+1:], '/') >= 0 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkInstallKey validates an (irisAppId, accountId) pair given to an API.
+func checkInstallKey(app, account string) error {
+	if !validIrisAppID(app) {
+		return invalidArgument(irisAppIDRule)
+	}
+	if !isUUID(account) {
+		return invalidArgument("accountId must be a UUID")
+	}
+	return nil
 }
 
 // isUUID accepts only the canonical 8-4-4-4-12 form, which is what

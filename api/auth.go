@@ -1,10 +1,10 @@
 package api
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"net/http"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -16,12 +16,20 @@ import (
 // compares equal-length values in constant time whatever was presented.
 type tokenSet [][sha256.Size]byte
 
-func newTokenSet(tokens []crypto.Secret) tokenSet {
-	s := make(tokenSet, 0, len(tokens))
-	for _, t := range tokens {
-		s = append(s, sha256.Sum256([]byte(t.Reveal())))
+func newTokenSet(tokens ...[]crypto.Secret) tokenSet {
+	var s tokenSet
+	for _, list := range tokens {
+		for _, t := range list {
+			s = append(s, sha256.Sum256([]byte(t.Reveal())))
+		}
 	}
 	return s
+}
+
+// union is a set accepting the tokens of both (EventService takes admin or
+// internal tokens).
+func (s tokenSet) union(o tokenSet) tokenSet {
+	return append(append(tokenSet{}, s...), o...)
 }
 
 // contains checks every token, not stopping at a match, so the time taken
@@ -49,14 +57,35 @@ func bearer(header string) string {
 
 var errUnauthenticated = errors.New("missing or wrong bearer token")
 
-// authInterceptor admits only calls bearing one of tokens.
-func authInterceptor(tokens tokenSet) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if !tokens.contains(bearer(req.Header().Get("Authorization"))) {
-				return nil, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated)
+// requestBodyLimit caps the bytes read off the wire for one Connect call.
+// Every procedure takes one request message of at most maxMessageBytes
+// after decompression; its compressed form (or gRPC envelope) is at most a
+// little larger, so twice the message limit only ever refuses abuse. It
+// also ends the read-to-the-end Connect does after refusing an oversized
+// message, which would otherwise drain a 100 MB body.
+const requestBodyLimit = 2 * maxMessageBytes
+
+// errorWriter writes an error in the shape of the request's protocol:
+// Connect (HTTP status and JSON body), gRPC and gRPC-Web (grpc-status in
+// trailers). A request of no known protocol gets the Connect unary shape.
+var errorWriter = connect.NewErrorWriter()
+
+// requireBearer admits only requests bearing one of tokens, deciding from
+// the headers alone: a refused request's body is never read, let alone
+// decompressed or parsed, so without a token no request costs more than
+// its headers. An admitted request's body is capped at requestBodyLimit.
+func requireBearer(tokens tokenSet, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !tokens.contains(bearer(r.Header.Get("Authorization"))) {
+			// Tell HTTP/1.1 the body will not be read, so it closes the
+			// connection instead of draining the body to reuse it.
+			if r.ProtoMajor == 1 {
+				w.Header().Set("Connection", "close")
 			}
-			return next(ctx, req)
+			_ = errorWriter.Write(w, r, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated))
+			return
 		}
-	}
+		r.Body = http.MaxBytesReader(w, r.Body, requestBodyLimit)
+		next.ServeHTTP(w, r)
+	})
 }

@@ -25,12 +25,12 @@ func FuzzDecodeInstallBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		b, err := decodeInstallBody(raw)
 		if err != nil {
-			var ae *apiError
-			if !errors.As(err, &ae) || ae.status != http.StatusBadRequest || ae.code != codeInvalidRequest {
+			var pe *publicError
+			if !errors.As(err, &pe) || pe.answer.status != http.StatusBadRequest || pe.answer.code != codeInvalidRequest {
 				t.Fatalf("error %v is not a 400 invalid_request", err)
 			}
-			if len(raw) > 8 && strings.Contains(ae.message, string(raw)) {
-				t.Fatalf("message echoes the body: %q", ae.message)
+			if len(raw) > 8 && strings.Contains(pe.answer.message, string(raw)) {
+				t.Fatalf("message echoes the body: %q", pe.answer.message)
 			}
 			return
 		}

@@ -29,6 +29,15 @@ func newHealthHandler(ping func(ctx context.Context) error, v Verifier, listenin
 	return &healthHandler{ping: ping, ready: v.Ready, listening: listening}
 }
 
+// register mounts /healthz and /readyz for GET and HEAD: load balancers
+// probe with HEAD.
+func (h *healthHandler) register(e *echo.Echo) {
+	for _, m := range []string{http.MethodGet, http.MethodHead} {
+		e.Add(m, "/healthz", h.healthz)
+		e.Add(m, "/readyz", h.readyz)
+	}
+}
+
 func (h *healthHandler) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, healthResponse{Status: "ok"})
 }

@@ -2,10 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"time"
 
 	"connectrpc.com/connect"
@@ -23,6 +19,11 @@ const installEventsShown = 50
 type InstallReader interface {
 	ListInstalls(ctx context.Context, f store.ListFilter) ([]store.Install, error)
 	GetInstall(ctx context.Context, irisAppID, accountID string, events int) (store.Install, []store.Event, error)
+	// PageToken and ParsePageToken make and check the opaque, authenticated
+	// cursor of a listing; a token not issued for these filters is
+	// store.ErrInvalid.
+	PageToken(after store.InstallKey, app string, status store.InstallStatus) string
+	ParsePageToken(token, app string, status store.InstallStatus) (store.InstallKey, error)
 }
 
 type installService struct {
@@ -48,8 +49,8 @@ func (s *installService) ListInstalls(ctx context.Context, req *connect.Request[
 // GetInstall returns one install with its latest events.
 func (s *installService) GetInstall(ctx context.Context, req *connect.Request[brokerv1.GetInstallRequest]) (*connect.Response[brokerv1.GetInstallResponse], error) {
 	m := req.Msg
-	if m.GetIrisAppId() == "" || !isUUID(m.GetAccountId()) {
-		return nil, invalidArgument("irisAppId and a UUID accountId are required")
+	if err := checkInstallKey(m.GetIrisAppId(), m.GetAccountId()); err != nil {
+		return nil, err
 	}
 	in, events, err := s.store.GetInstall(ctx, m.GetIrisAppId(), canonicalUUID(m.GetAccountId()), installEventsShown)
 	if err != nil {
@@ -85,6 +86,9 @@ func listInstallsPage(ctx context.Context, r InstallReader, app, status string, 
 	case size > store.MaxListLimit:
 		size = store.MaxListLimit
 	}
+	if app != "" && !validIrisAppID(app) {
+		return installPage{}, invalidArgument(irisAppIDRule)
+	}
 	st := store.InstallStatus(status)
 	switch st {
 	case "", store.StatusInstalled, store.StatusUninstalled, store.StatusCredentialsRejected:
@@ -93,7 +97,7 @@ func listInstallsPage(ctx context.Context, r InstallReader, app, status string, 
 	}
 	f := store.ListFilter{IrisAppID: app, Status: st, Limit: size + 1}
 	if pageToken != "" {
-		after, err := decodePageToken(pageToken, app, status)
+		after, err := r.ParsePageToken(pageToken, app, st)
 		if err != nil {
 			return installPage{}, err
 		}
@@ -107,54 +111,9 @@ func listInstallsPage(ctx context.Context, r InstallReader, app, status string, 
 	if len(installs) > size {
 		page.installs = installs[:size]
 		last := page.installs[size-1]
-		page.next = encodePageToken(store.InstallKey{IrisAppID: last.IrisAppID, AccountID: last.AccountID}, app, status)
+		page.next = r.PageToken(store.InstallKey{IrisAppID: last.IrisAppID, AccountID: last.AccountID}, app, st)
 	}
 	return page, nil
-}
-
-// pageToken is the opaque cursor: the last key of the previous page, bound
-// to the filters it was made for, with a checksum so an edited or truncated
-// token is refused instead of silently starting elsewhere.
-type pageToken struct {
-	App     string `json:"a"`
-	Account string `json:"c"`
-	Sum     string `json:"s"`
-}
-
-func pageTokenSum(key store.InstallKey, app, status string) string {
-	h := sha256.New()
-	for _, s := range []string{"irisx-page-v1", key.IrisAppID, key.AccountID, app, status} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
-}
-
-func encodePageToken(key store.InstallKey, app, status string) string {
-	b, _ := json.Marshal(pageToken{App: key.IrisAppID, Account: key.AccountID, Sum: pageTokenSum(key, app, status)})
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-var errBadPageToken = errors.New("pageToken is not one this service issued for these filters")
-
-func decodePageToken(s, app, status string) (store.InstallKey, error) {
-	bad := connect.NewError(connect.CodeInvalidArgument, errBadPageToken)
-	if len(s) > 1024 {
-		return store.InstallKey{}, bad
-	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return store.InstallKey{}, bad
-	}
-	var t pageToken
-	if err := json.Unmarshal(b, &t); err != nil {
-		return store.InstallKey{}, bad
-	}
-	key := store.InstallKey{IrisAppID: t.App, AccountID: t.Account}
-	if t.Sum != pageTokenSum(key, app, status) {
-		return store.InstallKey{}, bad
-	}
-	return key, nil
 }
 
 func installMessage(in store.Install) *brokerv1.Install {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -176,7 +177,13 @@ func TestListInstallsBadRequests(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &p); err != nil || p.NextPageToken == "" {
 		t.Fatalf("first page: %s", raw)
 	}
-	decoded, err := base64.RawURLEncoding.DecodeString(p.NextPageToken)
+	// A forger who knows the format but not the key: the cursor moved and
+	// the MAC kept, or recomputed the way an unkeyed checksum would be.
+	body, mac, ok := strings.Cut(p.NextPageToken, ".")
+	if !ok {
+		t.Fatalf("page token %q has no MAC part", p.NextPageToken)
+	}
+	decoded, err := base64.RawURLEncoding.DecodeString(body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,9 +192,15 @@ func TestListInstallsBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	fields["c"] = "00000000-0000-4000-8000-000000000000" // jump elsewhere
-	forged, _ := json.Marshal(fields)
+	forgedBody, _ := json.Marshal(fields)
+	sum := sha256.Sum256(forgedBody)
+	forged := base64.RawURLEncoding.EncodeToString(forgedBody) + "." + mac
+	rehashed := base64.RawURLEncoding.EncodeToString(forgedBody) + "." + base64.RawURLEncoding.EncodeToString(sum[:])
 	cases := map[string]string{
-		"tampered token":         `{"pageToken":"` + base64.RawURLEncoding.EncodeToString(forged) + `"}`,
+		"tampered token":         `{"pageToken":"` + forged + `"}`,
+		"forged checksum":        `{"pageToken":"` + rehashed + `"}`,
+		"filter with NUL":        `{"irisAppId":"@acme/a\u0000b"}`,
+		"filter with a space":    `{"irisAppId":"@acme/a b"}`,
 		"truncated token":        `{"pageToken":"` + p.NextPageToken[:len(p.NextPageToken)-4] + `"}`,
 		"garbage token":          `{"pageToken":"!!!"}`,
 		"token for other filter": `{"pageToken":"` + p.NextPageToken + `","status":"installed"}`,

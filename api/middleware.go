@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,7 @@ func requestLogger(logger *slog.Logger, obs HTTPObserver) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
 			id := c.Request().Header.Get(echo.HeaderXRequestID)
-			if id == "" || len(id) > 64 {
+			if !validRequestID(id) {
 				id = newRequestID()
 			}
 			c.Response().Header().Set(echo.HeaderXRequestID, id)
@@ -51,6 +52,36 @@ func requestLogger(logger *slog.Logger, obs HTTPObserver) echo.MiddlewareFunc {
 			return nil
 		}
 	}
+}
+
+// refuseOptions answers OPTIONS with 404 on every path, before routing
+// (Echo would answer 204 with an Allow header): the contract lists no
+// OPTIONS route, and no browser is meant to call these listeners
+// cross-origin.
+func refuseOptions(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if c.Request().Method == http.MethodOptions {
+			return echo.ErrNotFound
+		}
+		return next(c)
+	}
+}
+
+// validRequestID reports whether a caller's X-Request-ID may be kept: 1 to
+// 64 characters of [A-Za-z0-9._-], so it is safe in logs and headers.
+func validRequestID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Request ids are a per-process random prefix and a counter: unique across

@@ -216,7 +216,7 @@ func (p *proxy) serve(c echo.Context) error {
 	}
 	tok, err := p.tokens.Token(ctx, app, target.account, call.scopes)
 	if err != nil {
-		return proxyTokenError(err)
+		return &publicError{answer: proxyTokenError(err), cause: err}
 	}
 	call.token = tok
 	p.rp.ServeHTTP(c.Response(), out)
@@ -330,10 +330,10 @@ func (p *proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		err = ue.Err
 	}
 	var te *proxyTokenErr
-	var ae *apiError
+	var ae answer
 	switch {
 	case call != nil && call.bounded != nil && call.bounded.exceeded.Load():
-		ae = newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "request body over 10 MiB", nil)
+		ae = newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "request body over 10 MiB", nil).answer
 	case errors.As(err, &te):
 		ae = proxyTokenError(te.err)
 	case r.Context().Err() != nil:
@@ -342,15 +342,11 @@ func (p *proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		w.WriteHeader(statusClientClosed)
 		return
 	case isTimeout(err):
-		ae = newError(http.StatusGatewayTimeout, "upstream_timeout", "the IRIS API did not answer in time", err)
+		ae = newError(http.StatusGatewayTimeout, "upstream_timeout", "the IRIS API did not answer in time", nil).answer
 	default:
-		ae = newError(http.StatusBadGateway, "upstream_unavailable", "the IRIS API could not be reached", err)
+		ae = newError(http.StatusBadGateway, "upstream_unavailable", "the IRIS API could not be reached", nil).answer
 	}
-	level := slog.LevelInfo
-	if ae.status >= 500 {
-		level = slog.LevelError
-	}
-	p.logger.Log(r.Context(), level, "proxy: exchange failed", "status", ae.status, "error_code", ae.code, "error", ae.Error())
+	p.logger.Log(r.Context(), ae.logLevel(), "proxy: exchange failed", "status", ae.status, "error_code", ae.code, "error", err.Error())
 	writeProxyError(w, ae)
 }
 
@@ -362,7 +358,7 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-func writeProxyError(w http.ResponseWriter, ae *apiError) {
+func writeProxyError(w http.ResponseWriter, ae answer) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(ae.status)
 	fmt.Fprintf(w, `{"error":%q,"message":%q}`+"\n", ae.code, ae.message)

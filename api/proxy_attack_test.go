@@ -142,7 +142,7 @@ func TestProxyTokenErrors(t *testing.T) {
 		{"unknown install", "6f9619ff-8b86-d011-b42d-00cf4fc964ff", nil, nil, http.StatusNotFound, "not_found"},
 		{"uninstalled", uninstalled, nil, nil, http.StatusPreconditionFailed, "failed_precondition"},
 		{"credentials rejected", rejected, nil, nil, http.StatusPreconditionFailed, "failed_precondition"},
-		{"invalid scope", down, []string{"Irisx-Scopes", "no.such.scope"}, nil, http.StatusBadRequest, "invalid_argument"},
+		{"invalid scope", down, []string{"Irisx-Scopes", "no.such.scope"}, nil, http.StatusBadRequest, "invalid_request"},
 		{"token endpoint down", down, nil, func() {
 			p.sim.InjectFault(trackunitsim.EndpointAppToken, trackunitsim.Fault{Status: http.StatusServiceUnavailable})
 		}, http.StatusServiceUnavailable, "unavailable"},

@@ -3,11 +3,8 @@ package api
 import (
 	"context"
 	"errors"
-	"net/http"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
-	"github.com/irisx-broker/irisx-broker/internal/derrors"
-	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/token"
 )
 
@@ -36,26 +33,13 @@ func (t brokerTokens) Forget(_ context.Context, app, account string, _ []string,
 	t.b.Invalidate(app, account)
 }
 
-// proxyTokenError maps a token failure to the proxy's answer, as GetToken
-// maps it: 404 unknown install, 412 uninstalled or rejected, 400 bad
-// scopes, 503 unavailable. It is local until the one error table in
-// errors.go covers HTTP answers of the proxy too.
-func proxyTokenError(err error) *apiError {
-	switch {
-	case errors.Is(err, token.ErrNotFound), errors.Is(err, store.ErrNotFound), errors.Is(err, derrors.NotFound):
-		return newError(http.StatusNotFound, codeNotFound, "no such install", err)
-	case errors.Is(err, token.ErrUninstalled):
-		return newError(http.StatusPreconditionFailed, "failed_precondition", "the app is uninstalled from this account", err)
-	case errors.Is(err, token.ErrCredentialsRejected), errors.Is(err, derrors.Rejected):
-		return newError(http.StatusPreconditionFailed, "failed_precondition", "Trackunit rejected this install's credentials; a new INSTALLED callback is needed", err)
-	case errors.Is(err, token.ErrInvalidScope), errors.Is(err, derrors.Invalid):
-		return newError(http.StatusBadRequest, "invalid_argument", "a requested scope is invalid or not granted", err)
-	case errors.Is(err, token.ErrNoScopes):
-		return newError(http.StatusBadRequest, "invalid_argument", "no Irisx-Scopes given and DEFAULT_SCOPES is empty", err)
-	case errors.Is(err, derrors.Internal):
-		return newError(http.StatusInternalServerError, codeInternal, "internal error", err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return newError(http.StatusServiceUnavailable, codeUnavailable, "no token was ready in time; retry later", err)
+// proxyTokenError maps a token failure to the proxy's answer through the
+// one error table, as GetToken's: 404 unknown install, 412 uninstalled or
+// rejected, 400 bad scopes, 503 unavailable. A token not ready before the
+// caller's deadline is 503 here: the proxy has no RPC deadline to report.
+func proxyTokenError(err error) answer {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return answerUnavailable.with("no token was ready in time; retry later")
 	}
-	return newError(http.StatusServiceUnavailable, codeUnavailable, "Trackunit's token endpoint is unavailable; retry later", err)
+	return classify(err)
 }

@@ -30,9 +30,11 @@ type PublicDeps struct {
 // NewPublic builds the public listener's handler. These are its only
 // routes; everything else is 404.
 //
-//	POST /appinstall   the Trackunit install callback
-//	GET  /healthz      liveness
-//	GET  /readyz       readiness: database answers and a JWKS is loaded
+//	POST /appinstall        the Trackunit install callback
+//	GET, HEAD /healthz      liveness
+//	GET, HEAD /readyz       readiness: database answers and a JWKS is loaded
+//
+// OPTIONS is 404 on every path, as is any other method.
 func NewPublic(d PublicDeps) *echo.Echo {
 	if d.Now == nil {
 		d.Now = time.Now
@@ -44,8 +46,7 @@ func NewPublic(d PublicDeps) *echo.Echo {
 	install := &installHandler{verifier: d.Verifier, store: d.Store, allowedApps: d.AllowedApps, now: d.Now, observer: d.Observer, logger: d.Logger}
 	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.POST("/appinstall", install.handle)
-	e.GET("/healthz", health.healthz)
-	e.GET("/readyz", health.readyz)
+	health.register(e)
 	return e
 }
 
@@ -60,6 +61,7 @@ func newEcho(logger *slog.Logger, obs HTTPObserver) *echo.Echo {
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(logger)
 	e.IPExtractor = echo.ExtractIPDirect()
+	e.Pre(refuseOptions)
 	e.Use(requestLogger(logger, obs))
 	return e
 }
@@ -100,37 +102,41 @@ type InternalStore interface {
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
 //	GET  /metrics                           Prometheus text format
-//	GET  /healthz, /readyz                  as on the public listener
+//	GET, HEAD /healthz, /readyz             as on the public listener
 //
-// The Connect handlers speak gRPC (h2c), gRPC-Web and Connect.
+// The Connect handlers speak gRPC (h2c), gRPC-Web and Connect. Each
+// service checks its bearer token from the headers before the body is read
+// (requireBearer); a request message is at most 1 MiB after decompression
+// (connectLimits). OPTIONS is 404 everywhere.
 func NewInternal(d InternalDeps) *echo.Echo {
 	logger := d.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := newEcho(logger, d.HTTP)
-	errs := errorInterceptor(logger)
-	internalAuth := authInterceptor(newTokenSet(d.InternalTokens))
-	adminAuth := authInterceptor(newTokenSet(d.AdminTokens))
-	mount := func(path string, h http.Handler) { e.Any(path+"*", echo.WrapHandler(h)) }
+	errs := connect.WithInterceptors(errorInterceptor(logger))
+	internalTokens, adminTokens := newTokenSet(d.InternalTokens), newTokenSet(d.AdminTokens)
+	// Each service is wrapped in the bearer check of its token set, which
+	// runs before Connect reads a byte of the body.
+	mount := func(tokens tokenSet) func(string, http.Handler) {
+		return func(path string, h http.Handler) {
+			e.Any(path+"*", echo.WrapHandler(requireBearer(tokens, h)))
+		}
+	}
+	opts := append(connectLimits(), errs)
 
-	mount(brokerv1connect.NewTokenServiceHandler(
-		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker},
-		connect.WithInterceptors(internalAuth, errs)))
-	mount(brokerv1connect.NewInstallServiceHandler(
-		&installService{store: d.Store},
-		connect.WithInterceptors(adminAuth, errs)))
-	mount(brokerv1connect.NewApiUserServiceHandler(
-		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker},
-		connect.WithInterceptors(adminAuth, errs)))
+	mount(internalTokens)(brokerv1connect.NewTokenServiceHandler(
+		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker}, opts...))
+	mount(adminTokens)(brokerv1connect.NewInstallServiceHandler(
+		&installService{store: d.Store}, opts...))
+	mount(adminTokens)(brokerv1connect.NewApiUserServiceHandler(
+		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker}, opts...))
 
 	if d.Proxy != nil {
 		mountProxy(e, *d.Proxy, d.InternalTokens, d.AllowedApps, logger)
 	}
-	registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)
-	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
-	e.GET("/healthz", health.healthz)
-	e.GET("/readyz", health.readyz)
+	registerAdmin(e, d.Store, adminTokens, logger)
+	newHealthHandler(d.Store.Ping, d.Verifier, d.Listening).register(e)
 	if d.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(d.Metrics))
 	}

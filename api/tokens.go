@@ -40,8 +40,8 @@ func (s *tokenService) GetToken(ctx context.Context, req *connect.Request[broker
 		}
 		app = s.allowedApps[0]
 	}
-	if !isUUID(m.GetAccountId()) {
-		return nil, invalidArgument("accountId must be a UUID")
+	if err := checkInstallKey(app, m.GetAccountId()); err != nil {
+		return nil, err
 	}
 	if m.GetMinValidSeconds() < 0 || m.GetMinValidSeconds() > maxMinValidSeconds {
 		return nil, invalidArgument("minValidSeconds must be between 0 and 3600")

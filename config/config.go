@@ -5,6 +5,7 @@ package config
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -30,7 +31,9 @@ type raw struct {
 	PublicAddr         string        `env:"PUBLIC_ADDR, default=:8080"`
 	InternalAddr       string        `env:"INTERNAL_ADDR, default=127.0.0.1:8081"`
 	InternalAPITokens  crypto.Secret `env:"INTERNAL_API_TOKENS"`
+	InternalTokensFile string        `env:"INTERNAL_API_TOKENS_FILE"`
 	AdminAPITokens     crypto.Secret `env:"ADMIN_API_TOKENS"`
+	AdminTokensFile    string        `env:"ADMIN_API_TOKENS_FILE"`
 	JWKSURL            string        `env:"TRACKUNIT_JWKS_URL, default=https://iris.trackunit.com/api/marketplace/jwks"`
 	AuthURL            string        `env:"TRACKUNIT_AUTH_URL, default=https://auth.trackunit.com"`
 	IdentityIssuer     string        `env:"IDENTITY_ISSUER"`
@@ -46,6 +49,7 @@ type raw struct {
 	IrisAPIURL         string        `env:"IRIS_API_URL, default=https://iris.trackunit.com"`
 	EventWebhookURL    string        `env:"EVENT_WEBHOOK_URL"`
 	EventWebhookSecret crypto.Secret `env:"EVENT_WEBHOOK_SECRET"`
+	WebhookSecretFile  string        `env:"EVENT_WEBHOOK_SECRET_FILE"`
 	EventRetention     string        `env:"EVENT_RETENTION, default=168h"`
 }
 
@@ -97,28 +101,34 @@ func (e *Error) Error() string {
 }
 
 // Load reads the configuration through lookup (os.LookupEnv in production)
-// and validates all of it. readFile reads ENCRYPTION_KEYS_FILE; nil means
-// os.ReadFile.
+// and validates all of it. readFile reads the *_FILE variables (each secret
+// variable may be given as NAME_FILE instead); nil means os.ReadFile.
 func Load(ctx context.Context, lookup func(string) (string, bool), readFile func(string) ([]byte, error)) (*Config, error) {
 	var r raw
 	if err := readEnv(ctx, lookup, &r); err != nil {
 		return nil, err
 	}
-	v := validator{}
-	st := v.storage(r.Storage, readFile)
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	v := validator{readFile: readFile}
+	st := v.storage(r.Storage)
+	internalTokens, internalSet := v.secret("INTERNAL_API_TOKENS", r.InternalAPITokens, r.InternalTokensFile)
+	adminTokens, adminSet := v.secret("ADMIN_API_TOKENS", r.AdminAPITokens, r.AdminTokensFile)
+	webhookSecret, _ := v.secret("EVENT_WEBHOOK_SECRET", r.EventWebhookSecret, r.WebhookSecretFile)
 	c := &Config{
 		DatabaseURL:        st.DatabaseURL,
 		Keyring:            st.Keyring,
 		PublicAddr:         v.addr("PUBLIC_ADDR", r.PublicAddr),
-		InternalAddr:       v.addr("INTERNAL_ADDR", r.InternalAddr),
-		InternalAPITokens:  v.tokens("INTERNAL_API_TOKENS", r.InternalAPITokens),
-		AdminAPITokens:     v.tokens("ADMIN_API_TOKENS", r.AdminAPITokens),
+		InternalAddr:       v.internalAddr(r.InternalAddr),
+		InternalAPITokens:  v.tokens("INTERNAL_API_TOKENS", internalTokens, internalSet),
+		AdminAPITokens:     v.tokens("ADMIN_API_TOKENS", adminTokens, adminSet),
 		JWKSURL:            v.httpURL("TRACKUNIT_JWKS_URL", r.JWKSURL),
 		AuthURL:            strings.TrimRight(v.httpURL("TRACKUNIT_AUTH_URL", r.AuthURL), "/"),
 		IdentityIssuer:     strings.TrimSpace(r.IdentityIssuer),
 		IdentityAudience:   strings.TrimSpace(r.IdentityAudience),
-		IdentityLeeway:     v.duration("IDENTITY_LEEWAY", r.IdentityLeeway, 0),
-		IdentityMaxAge:     v.duration("IDENTITY_MAX_AGE", r.IdentityMaxAge, time.Second),
+		IdentityLeeway:     v.durationAtMost("IDENTITY_LEEWAY", r.IdentityLeeway, 0, maxIdentityLeeway),
+		IdentityMaxAge:     v.durationAtMost("IDENTITY_MAX_AGE", r.IdentityMaxAge, time.Second, maxIdentityMaxAge),
 		AllowedAppIDs:      splitList(r.AllowedAppIDs, ","),
 		DefaultScopes:      splitList(r.DefaultScopes, " "),
 		TokenRefreshMargin: v.duration("TOKEN_REFRESH_MARGIN", r.TokenRefreshMargin, 0),
@@ -130,7 +140,8 @@ func Load(ctx context.Context, lookup func(string) (string, bool), readFile func
 		IrisAPIURL:         strings.TrimRight(v.httpURL("IRIS_API_URL", r.IrisAPIURL), "/"),
 		EventRetention:     v.duration("EVENT_RETENTION", r.EventRetention, time.Minute),
 	}
-	c.EventWebhookURL, c.EventWebhookSecret = v.webhook(r.EventWebhookURL, r.EventWebhookSecret)
+	c.EventWebhookURL, c.EventWebhookSecret = v.webhook(r.EventWebhookURL, webhookSecret)
+	v.disjointTokens(c.InternalAPITokens, c.AdminAPITokens)
 	if err := c.LogLevel.UnmarshalText([]byte(r.LogLevel)); err != nil {
 		v.bad("LOG_LEVEL", "must be debug, info, warn or error")
 	}
@@ -160,23 +171,28 @@ type Storage struct {
 // rawStorage is the part of raw that LoadStorage reads.
 type rawStorage struct {
 	DatabaseURL        crypto.Secret `env:"DATABASE_URL"`
+	DatabaseURLFile    string        `env:"DATABASE_URL_FILE"`
 	EncryptionKeys     crypto.Secret `env:"ENCRYPTION_KEYS"`
 	EncryptionKeysFile string        `env:"ENCRYPTION_KEYS_FILE"`
 	DatabaseDirectURL  crypto.Secret `env:"DATABASE_DIRECT_URL"`
+	DirectURLFile      string        `env:"DATABASE_DIRECT_URL_FILE"`
 	KMSKeyURL          string        `env:"KMS_KEY_URL"`
 }
 
 // LoadStorage reads and validates DATABASE_URL and ENCRYPTION_KEYS (or
 // ENCRYPTION_KEYS_FILE) only, by the same rules and with the same messages
 // as Load, reporting every bad variable at once as an *Error. readFile
-// reads ENCRYPTION_KEYS_FILE; nil means os.ReadFile.
+// reads the *_FILE variables; nil means os.ReadFile.
 func LoadStorage(ctx context.Context, lookup func(string) (string, bool), readFile func(string) ([]byte, error)) (*Storage, error) {
 	var r rawStorage
 	if err := readEnv(ctx, lookup, &r); err != nil {
 		return nil, err
 	}
-	v := validator{}
-	s := v.storage(r, readFile)
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	v := validator{readFile: readFile}
+	s := v.storage(r)
 	if len(v.problems) > 0 {
 		return nil, &Error{Problems: v.problems}
 	}
@@ -194,26 +210,25 @@ func readEnv(ctx context.Context, lookup func(string) (string, bool), target any
 	return nil
 }
 
-// storage validates the database URL and the keyring. readFile reads
-// ENCRYPTION_KEYS_FILE; nil means os.ReadFile.
-func (v *validator) storage(r rawStorage, readFile func(string) ([]byte, error)) *Storage {
-	if readFile == nil {
-		readFile = os.ReadFile
+// storage validates the database URLs and the keyring.
+func (v *validator) storage(r rawStorage) *Storage {
+	dbURL, ok := v.secret("DATABASE_URL", r.DatabaseURL, r.DatabaseURLFile)
+	if ok {
+		v.databaseURL("DATABASE_URL", dbURL, true)
 	}
-	v.databaseURL("DATABASE_URL", r.DatabaseURL, true)
-	direct := r.DatabaseDirectURL
+	direct, ok := v.secret("DATABASE_DIRECT_URL", r.DatabaseDirectURL, r.DirectURLFile)
 	if direct.IsZero() {
-		direct = r.DatabaseURL
-	} else {
+		direct = dbURL
+	} else if ok {
 		v.databaseURL("DATABASE_DIRECT_URL", direct, false)
 	}
 	s := &Storage{
-		DatabaseURL:       r.DatabaseURL,
+		DatabaseURL:       dbURL,
 		DatabaseDirectURL: direct,
 		KMSKeyURL:         strings.TrimSpace(r.KMSKeyURL),
 	}
 	if s.KMSKeyURL == "" {
-		s.Keyring = v.keyring(r.EncryptionKeys, r.EncryptionKeysFile, readFile)
+		s.Keyring = v.keyring(r.EncryptionKeys, r.EncryptionKeysFile)
 		return s
 	}
 	// Wrapped keys are unwrapped by the caller (internal/kms), which does
@@ -222,15 +237,55 @@ func (v *validator) storage(r rawStorage, readFile func(string) ([]byte, error))
 	if u, err := url.Parse(s.KMSKeyURL); err != nil || u.Scheme == "" {
 		v.bad("KMS_KEY_URL", "must be a KMS key URL such as awskms://, gcpkms://, azurekeyvault://, hashivault:// or base64key://")
 	}
-	spec, _ := v.keySpec(r.EncryptionKeys, r.EncryptionKeysFile, readFile)
+	spec, _ := v.keySpec(r.EncryptionKeys, r.EncryptionKeysFile)
 	s.WrappedKeys = crypto.Secret(spec)
 	return s
 }
 
+// secret resolves a secret variable given either as NAME or as NAME_FILE
+// (the path of a file holding it, surrounding white space trimmed). ok is
+// false when the variable is already reported (both set, file unreadable).
+func (v *validator) secret(name string, value crypto.Secret, file string) (_ crypto.Secret, ok bool) {
+	file = strings.TrimSpace(file)
+	switch {
+	case file == "":
+		return value, true
+	case !value.IsZero():
+		v.bad(name, fmt.Sprintf("set either %s or %s_FILE, not both", name, name))
+		return "", false
+	}
+	b, err := v.readFile(file)
+	if err != nil {
+		v.bad(name+"_FILE", readError(err))
+		return "", false
+	}
+	return crypto.Secret(strings.TrimSpace(string(b))), true
+}
+
+// readError says why a file cannot be read without quoting its contents.
+func readError(err error) string {
+	why := "cannot be read"
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		why += ": " + pe.Err.Error()
+	}
+	return why
+}
+
+// Bounds of the identity checks: beyond them a JWT would be honoured long
+// after it should not be, so a typo is refused rather than obeyed.
+const (
+	maxIdentityLeeway = 5 * time.Minute
+	maxIdentityMaxAge = 24 * time.Hour
+)
+
 // minTokenLength is the shortest bearer token accepted without a warning.
 const minTokenLength = 16
 
-type validator struct{ problems, warnings []string }
+type validator struct {
+	problems, warnings []string
+	readFile           func(string) ([]byte, error)
+}
 
 func (v *validator) bad(name, why string) {
 	v.problems = append(v.problems, name+": "+why)
@@ -239,6 +294,22 @@ func (v *validator) bad(name, why string) {
 func (v *validator) addr(name, s string) string {
 	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
 		v.bad(name, "must be host:port (host may be empty), e.g. :8080")
+	}
+	return s
+}
+
+// internalAddr is addr, warning when the internal listener is not bound to
+// a loopback address: it serves tokens and the admin API.
+func (v *validator) internalAddr(s string) string {
+	v.addr("INTERNAL_ADDR", s)
+	host, _, err := net.SplitHostPort(s)
+	if err != nil {
+		return s
+	}
+	ip := net.ParseIP(host)
+	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		v.warnings = append(v.warnings, "INTERNAL_ADDR: not a loopback address, so the internal API (tokens, admin, metrics) is exposed to the network; "+
+			"make sure only trusted callers can reach it")
 	}
 	return s
 }
@@ -263,9 +334,32 @@ func (v *validator) duration(name, s string, minimum time.Duration) time.Duratio
 	return d
 }
 
-func (v *validator) tokens(name string, s crypto.Secret) []crypto.Secret {
+func (v *validator) durationAtMost(name, s string, minimum, maximum time.Duration) time.Duration {
+	d := v.duration(name, s, minimum)
+	if d > maximum {
+		v.bad(name, fmt.Sprintf("must be at most %s", maximum))
+	}
+	return d
+}
+
+// disjointTokens refuses a token accepted by both token sets: an internal
+// caller would hold admin rights, or an admin token mint tokens.
+func (v *validator) disjointTokens(internal, admin []crypto.Secret) {
+	for i, a := range internal {
+		for j, b := range admin {
+			if subtle.ConstantTimeCompare([]byte(a.Reveal()), []byte(b.Reveal())) == 1 {
+				v.bad("ADMIN_API_TOKENS", fmt.Sprintf("token %d is also INTERNAL_API_TOKENS token %d; each token belongs to one set", j+1, i+1))
+			}
+		}
+	}
+}
+
+func (v *validator) tokens(name string, s crypto.Secret, reported bool) []crypto.Secret {
 	parts := splitList(s.Reveal(), ",")
 	if len(parts) == 0 {
+		if !reported {
+			return nil
+		}
 		v.bad(name, "required: comma-separated bearer tokens")
 		return nil
 	}
@@ -322,8 +416,8 @@ func (v *validator) webhook(rawURL string, secret crypto.Secret) (string, crypto
 	return rawURL, crypto.Secret(s)
 }
 
-func (v *validator) keyring(keys crypto.Secret, file string, readFile func(string) ([]byte, error)) *crypto.Keyring {
-	spec, ok := v.keySpec(keys, file, readFile)
+func (v *validator) keyring(keys crypto.Secret, file string) *crypto.Keyring {
+	spec, ok := v.keySpec(keys, file)
 	if !ok {
 		return nil
 	}
@@ -357,21 +451,16 @@ func looksWrapped(spec string) bool {
 
 // keySpec returns ENCRYPTION_KEYS, or the entries of ENCRYPTION_KEYS_FILE
 // joined by commas; ok is false when a problem was reported.
-func (v *validator) keySpec(keys crypto.Secret, file string, readFile func(string) ([]byte, error)) (string, bool) {
+func (v *validator) keySpec(keys crypto.Secret, file string) (string, bool) {
 	spec := keys.Reveal()
 	switch {
 	case spec != "" && file != "":
 		v.bad("ENCRYPTION_KEYS", "set either ENCRYPTION_KEYS or ENCRYPTION_KEYS_FILE, not both")
 		return "", false
 	case file != "":
-		b, err := readFile(file)
+		b, err := v.readFile(file)
 		if err != nil {
-			why := "cannot be read"
-			var pe *fs.PathError
-			if errors.As(err, &pe) {
-				why += ": " + pe.Err.Error()
-			}
-			v.bad("ENCRYPTION_KEYS_FILE", why)
+			v.bad("ENCRYPTION_KEYS_FILE", readError(err))
 			return "", false
 		}
 		// One entry a line or comma-separated, as the operator prefers.

@@ -3,7 +3,9 @@ package crypto
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -24,8 +26,9 @@ const maxIDLen = 32
 var ErrInvalidKeyring = errors.New("crypto: invalid keyring")
 
 type keyEntry struct {
-	id   string
-	aead cipher.AEAD
+	id       string
+	aead     cipher.AEAD
+	material []byte // for Derive only
 }
 
 // Keyring holds the encryption keys by id. The first key is the primary: it
@@ -106,7 +109,7 @@ func ParseKeyring(spec string) (*Keyring, error) {
 			problems = append(problems, fmt.Sprintf("%s: %v", pos, err))
 			continue
 		}
-		k.keys = append(k.keys, keyEntry{id: id, aead: aead})
+		k.keys = append(k.keys, keyEntry{id: id, aead: aead, material: key})
 		k.byID[id] = aead
 	}
 	if len(problems) > 0 {
@@ -180,6 +183,18 @@ func GenerateKey(id string) (entry string, err error) {
 		return "", fmt.Errorf("crypto: read random key: %w", err)
 	}
 	return id + ":" + base64.StdEncoding.EncodeToString(key), nil
+}
+
+// Derive returns a 32-byte key for one purpose, named by label, derived
+// from the primary key with HKDF-SHA256. Different labels give independent
+// keys, none of which reveals the primary key; every replica with the same
+// primary derives the same key. A key rotation changes it.
+func (k *Keyring) Derive(label string) []byte {
+	out, err := hkdf.Key(sha256.New, k.keys[0].material, nil, "irisx-broker/"+label, KeySize)
+	if err != nil {
+		panic("crypto: HKDF: " + err.Error()) // only for lengths HKDF-SHA256 cannot give
+	}
+	return out
 }
 
 // PrimaryID returns the id of the key that seals new ciphertexts.

@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -131,5 +132,27 @@ func TestKeyringNeverPrintsKeys(t *testing.T) {
 	slog.New(slog.NewTextHandler(&logged, nil)).Info("keys", "keyring", k)
 	if out := logged.String(); !strings.Contains(out, "keyring.primary=k1") || strings.Contains(out, key(1)) || strings.Contains(out, "BBBB") {
 		t.Errorf("log line %q: want the primary id and no key material", out)
+	}
+}
+
+func TestDerive(t *testing.T) {
+	a, err := ParseKeyring("k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=,k0:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, _ := ParseKeyring("k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	other, _ := ParseKeyring("k0:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=")
+	p := a.Derive("page-token")
+	if len(p) != KeySize {
+		t.Fatalf("derived %d bytes", len(p))
+	}
+	if !bytes.Equal(p, same.Derive("page-token")) {
+		t.Error("the same primary key derives different keys")
+	}
+	if bytes.Equal(p, a.Derive("other")) || bytes.Equal(p, other.Derive("page-token")) {
+		t.Error("another label or primary derives the same key")
+	}
+	if bytes.Contains(p, []byte("0123456789abcdef")) {
+		t.Error("the derived key contains the primary key")
 	}
 }

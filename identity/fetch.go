@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/irisx-broker/irisx-broker/internal/outbound"
 )
 
 // Retry delays after a failed fetch grow from firstRetry, doubling, and
@@ -137,7 +139,9 @@ func (v *Verifier) fetch(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("build JWKS request: %w", err)
 	}
 	req.Header.Set("Accept", "application/jwk-set+json, application/json")
-	resp, err := v.cfg.HTTPClient.Do(req)
+	// Whatever client was configured, a redirect is never followed: a 3xx
+	// is a failed fetch, and nothing is asked of the redirect's target.
+	resp, err := outbound.NoRedirects(v.cfg.HTTPClient).Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("fetch JWKS: %w", err)
 	}

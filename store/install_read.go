@@ -2,13 +2,22 @@ package store
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/irisx-broker/irisx-broker/crypto"
 )
 
 // Page sizes of ListInstalls, as in the contract's ListInstalls.
@@ -143,6 +152,11 @@ func (s *Store) ListInstalls(ctx context.Context, f ListFilter) ([]Install, erro
 		where = append(where, "status = "+arg(f.Status))
 	}
 	if f.IrisAppID != "" {
+		// Postgres refuses such text with an error that would read as a
+		// database failure; it is the caller's.
+		if !utf8.ValidString(f.IrisAppID) || strings.ContainsRune(f.IrisAppID, 0) {
+			return nil, fmt.Errorf("%w: irisAppId filter is not valid UTF-8 text", ErrInvalid)
+		}
 		where = append(where, "iris_app_id = "+arg(f.IrisAppID))
 	}
 	if f.After != nil {
@@ -246,4 +260,76 @@ func (st InstallStatus) valid() bool {
 		return true
 	}
 	return false
+}
+
+// ErrBadPageToken is the ErrInvalid of a page token that was not issued
+// by this deployment for the same filters: edited, truncated, forged or
+// reused with other filters.
+var ErrBadPageToken = fmt.Errorf("%w: pageToken is not one this service issued for these filters", ErrInvalid)
+
+// pageTokenLabel names the key page tokens are authenticated under.
+const pageTokenLabel = "page-token/v1"
+
+// maxPageTokenLen bounds what ParsePageToken looks at.
+const maxPageTokenLen = 1024
+
+// pageTokenBody is the cursor inside a page token: the last key of the
+// previous page.
+type pageTokenBody struct {
+	App     string `json:"a"`
+	Account string `json:"c"`
+}
+
+// PageToken returns the opaque cursor for the page of the listing (by app
+// and status) that follows after. It is authenticated with HMAC-SHA256
+// under a key derived from the primary encryption key, so every replica
+// accepts it and no caller can forge or edit one, or reuse it with other
+// filters.
+func (s *Store) PageToken(after InstallKey, app string, status InstallStatus) string {
+	body, _ := json.Marshal(pageTokenBody{App: after.IrisAppID, Account: after.AccountID})
+	return base64.RawURLEncoding.EncodeToString(body) + "." +
+		base64.RawURLEncoding.EncodeToString(s.pageTokenMAC(body, app, status))
+}
+
+// ParsePageToken returns the cursor of a token PageToken issued for the
+// same filters; anything else is ErrInvalid.
+func (s *Store) ParsePageToken(token, app string, status InstallStatus) (InstallKey, error) {
+	bad := ErrBadPageToken
+	if len(token) > maxPageTokenLen {
+		return InstallKey{}, bad
+	}
+	b64Body, b64Mac, ok := strings.Cut(token, ".")
+	if !ok {
+		return InstallKey{}, bad
+	}
+	body, err1 := base64.RawURLEncoding.DecodeString(b64Body)
+	mac, err2 := base64.RawURLEncoding.DecodeString(b64Mac)
+	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.pageTokenMAC(body, app, status)) {
+		return InstallKey{}, bad
+	}
+	var t pageTokenBody
+	if err := json.Unmarshal(body, &t); err != nil {
+		return InstallKey{}, bad
+	}
+	return InstallKey{IrisAppID: t.App, AccountID: t.Account}, nil
+}
+
+func (s *Store) pageTokenMAC(body []byte, app string, status InstallStatus) []byte {
+	s.pageKeyOnce.Do(func() {
+		if s.keys == nil { // a store that seals nothing (tests): a key of this process only
+			s.pageKey = make([]byte, crypto.KeySize)
+			_, _ = rand.Read(s.pageKey)
+			return
+		}
+		s.pageKey = s.keys.Derive(pageTokenLabel)
+	})
+	m := hmac.New(sha256.New, s.pageKey)
+	// Length-prefixed, so no two (body, app, status) share an input.
+	for _, part := range [][]byte{body, []byte(app), []byte(status)} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		m.Write(n[:])
+		m.Write(part)
+	}
+	return m.Sum(nil)
 }

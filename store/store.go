@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -67,6 +68,9 @@ type Store struct {
 	// maxConns bounds retry: one more attempt than the pool holds
 	// connections always reaches a fresh one.
 	maxConns int
+	// pageKey authenticates page tokens (install_read.go).
+	pageKeyOnce sync.Once
+	pageKey     []byte
 }
 
 // Option configures a Store.

@@ -8,8 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -64,8 +68,8 @@ func runInstalls(ctx context.Context, args []string, lookup env, stdout io.Write
 			if in.GetLastTokenAt() != nil {
 				lastToken = in.GetLastTokenAt().AsTime().Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", in.GetIrisAppId(), in.GetAccountId(), in.GetStatus(),
-				in.GetUpdatedAt().AsTime().Format(time.RFC3339), lastToken, in.GetLastError())
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", escapeControl(in.GetIrisAppId()), escapeControl(in.GetAccountId()),
+				escapeControl(in.GetStatus()), in.GetUpdatedAt().AsTime().Format(time.RFC3339), lastToken, escapeControl(in.GetLastError()))
 		}
 		if pageToken = resp.Msg.GetNextPageToken(); pageToken == "" {
 			break
@@ -75,4 +79,23 @@ func runInstalls(ctx context.Context, args []string, lookup env, stdout io.Write
 		return tw.Flush()
 	}
 	return nil
+}
+
+// escapeControl shows control and other non-printing characters (a tab,
+// an escape sequence, a bidi override) as Go escapes, so whatever is stored
+// cannot rewrite the operator's terminal or shift the table's columns.
+func escapeControl(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteString(`\ufffd`)
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }

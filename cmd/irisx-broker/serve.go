@@ -192,29 +192,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	return err
 }
 
-func newHTTPServer(h http.Handler, h2c bool) *http.Server {
-	s := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// A token request may wait out upstream retries (3 attempts,
-		// Retry-After up to 10 s each) before it can answer.
-		WriteTimeout: 60 * time.Second,
-		IdleTimeout:  120 * time.Second,
-		// Big enough that an oversized Trackunit-Identity header (the
-		// verifier refuses anything over 8 KiB) reaches the handler and gets
-		// the contract's 401 rather than the server's 431.
-		MaxHeaderBytes: 2 << 20,
-	}
-	if h2c {
-		// gRPC clients speak HTTP/2 without TLS on the internal listener.
-		var p http.Protocols
-		p.SetHTTP1(true)
-		p.SetUnencryptedHTTP2(true)
-		s.Protocols = &p
-	}
-	return s
-}
+func newHTTPServer(h http.Handler, h2c bool) *http.Server { return api.NewServer(h, h2c) }
 
 // serveHTTP serves until ctx ends, then drains in-flight requests with a
 // fresh deadline (ctx is already done by then).
