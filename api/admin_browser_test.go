@@ -61,8 +61,8 @@ var adminNow = time.Date(2026, 3, 14, 9, 30, 0, 0, time.UTC)
 // does not use; NewInternal only asks it for readiness.
 type adminVerifier struct{}
 
-func (adminVerifier) Verify(context.Context, string) (*identity.Identity, error) {
-	return nil, errors.New("adminVerifier: not used")
+func (adminVerifier) Check(context.Context, string) (*identity.Identity, identity.Profile, error) {
+	return nil, identity.Profile{}, errors.New("adminVerifier: not used")
 }
 func (adminVerifier) Ready() bool { return true }
 

@@ -25,6 +25,8 @@ type PublicDeps struct {
 	// Listening, if set, reports whether the install-change listener is
 	// connected; /readyz waits for it.
 	Listening func() bool
+	// Profiles, if set, records each identity token's profile (best effort).
+	Profiles *ProfileRecorder
 }
 
 // NewPublic builds the public listener's handler. These are its only
@@ -41,7 +43,7 @@ func NewPublic(d PublicDeps) *echo.Echo {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	e := newEcho(d.Logger, d.HTTP)
-	install := &installHandler{verifier: d.Verifier, store: d.Store, allowedApps: d.AllowedApps, now: d.Now, observer: d.Observer, logger: d.Logger}
+	install := &installHandler{verifier: d.Verifier, store: d.Store, allowedApps: d.AllowedApps, now: d.Now, observer: d.Observer, logger: d.Logger, profiles: d.Profiles}
 	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.POST("/appinstall", install.handle)
 	e.GET("/healthz", health.healthz)
@@ -81,6 +83,8 @@ type InternalDeps struct {
 	// GetApiUserToken; without them those calls are unimplemented.
 	APIUsers      APIUserRegistry
 	APIUserBroker APIUserBroker
+	// Profiles serves /admin/identity; without it that page is 404.
+	Profiles ProfileStore
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -96,6 +100,7 @@ type InternalStore interface {
 //	POST /irisx.broker.v1.ApiUserService/*  CreateApiUser, ListApiUsers, DeleteApiUser (ADMIN_API_TOKENS)
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
+//	GET  /admin/identity                    identity tokens and callbacks seen, by shape
 //	GET  /metrics                           Prometheus text format
 //	GET  /healthz, /readyz                  as on the public listener
 //
@@ -121,7 +126,10 @@ func NewInternal(d InternalDeps) *echo.Echo {
 		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker},
 		connect.WithInterceptors(adminAuth, errs)))
 
-	registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)
+	admin := registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)
+	if d.Profiles != nil {
+		e.GET(adminIdentityPath, (&adminIdentityHandler{admin: admin, profiles: d.Profiles}).show, admin.auth)
+	}
 	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.GET("/healthz", health.healthz)
 	e.GET("/readyz", health.readyz)

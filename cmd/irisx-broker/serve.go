@@ -141,15 +141,18 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	// Set once the install-change listener has connected and flushed the
 	// token cache; /readyz waits for it.
 	var listening atomic.Bool
+	profiles := api.NewProfileRecorder(st, log, nil)
 	public := api.NewPublic(api.PublicDeps{
 		Verifier: verifier, Store: st, AllowedApps: cfg.AllowedAppIDs,
 		Logger: log, Observer: m, HTTP: m.HTTP("public"), Listening: listening.Load,
+		Profiles: profiles,
 	})
 	internal := api.NewInternal(api.InternalDeps{
 		Verifier: verifier, Store: st, Broker: broker, Metrics: m.Handler(),
 		InternalTokens: cfg.InternalAPITokens, AdminTokens: cfg.AdminAPITokens,
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
 		APIUsers: st, APIUserBroker: apiUsers, Listening: listening.Load,
+		Profiles: st,
 	})
 
 	publicLn, err := net.Listen("tcp", cfg.PublicAddr)
@@ -169,6 +172,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { verifier.Run(gctx); return nil })
 	g.Go(func() error { broker.Run(gctx); return nil })
+	g.Go(func() error { profiles.Run(gctx); return nil })
 	g.Go(func() error {
 		err := st.Listen(gctx, broker.Invalidate, func() {
 			broker.InvalidateAll()
