@@ -2,21 +2,30 @@ package store_test
 
 import (
 	"io/fs"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/irisx-broker/irisx-broker/migrations"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
-// latestMigration is the number of the newest embedded migration; they are
-// numbered 1..N without gaps.
-func latestMigration(t *testing.T) uint {
+// latestMigration is the number of the newest embedded migration and how
+// many there are: numbers reserved for parallel work may leave gaps.
+func latestMigration(t *testing.T) (latest uint, count int) {
 	t.Helper()
 	ups, err := fs.Glob(migrations.FS, "*.up.sql")
 	if err != nil || len(ups) == 0 {
 		t.Fatalf("no embedded migrations: %v", err)
 	}
-	return uint(len(ups))
+	for _, name := range ups {
+		n, err := strconv.ParseUint(name[:strings.IndexByte(name, '_')], 10, 32)
+		if err != nil {
+			t.Fatalf("migration %s: %v", name, err)
+		}
+		latest = max(latest, uint(n))
+	}
+	return latest, len(ups)
 }
 
 func TestMigrations(t *testing.T) {
@@ -34,14 +43,14 @@ func TestMigrations(t *testing.T) {
 		return e.count(t, `SELECT count(*) FROM information_schema.tables
 			WHERE table_schema = 'public' AND table_name IN ('installs', 'install_events', 'api_users')`)
 	}
-	latest := latestMigration(t)
+	latest, count := latestMigration(t)
 	if v := version(); v != latest {
 		t.Errorf("version = %d, want %d", v, latest)
 	}
 	if err := store.MigrateUp(e.url); err != nil {
 		t.Errorf("MigrateUp with nothing pending: %v", err)
 	}
-	if err := store.MigrateDown(e.url, int(latest)); err != nil {
+	if err := store.MigrateDown(e.url, count); err != nil {
 		t.Fatalf("MigrateDown: %v", err)
 	}
 	if v, n := version(), tables(); v != 0 || n != 0 {
