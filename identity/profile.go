@@ -60,8 +60,8 @@ type Profile struct {
 	ClaimCount int
 	// Age is now - iat and Lifetime is exp - iat, when HasAge and
 	// HasLifetime (both need a numeric iat, Lifetime also a numeric exp).
-	Age, Lifetime          time.Duration
-	HasAge, HasLifetime    bool
+	Age, Lifetime       time.Duration
+	HasAge, HasLifetime bool
 	// Decoded is false when the token could not be split and decoded (too
 	// large, malformed): the profile then holds only the verdict and rule.
 	Decoded bool
