@@ -87,7 +87,8 @@ func (h *installHandler) handle(c echo.Context) error {
 		h.seen(c, profile, nil)
 		return identityError(err)
 	}
-	unknown := unknownBodyFields(raw)
+	// Not nil from here on: [] says "read, none unknown", nil "not read".
+	unknown := nonNilNames(unknownBodyFields(raw))
 	body, err := decodeInstallBody(raw)
 	if err != nil {
 		h.seen(c, profile, unknown)
@@ -136,7 +137,7 @@ func (h *installHandler) handle(c echo.Context) error {
 		slog.String("type", eventTypeLabel(body.Type)),
 		slog.String("outcome", string(outcome)),
 		slog.String("jti", ev.JTI),
-		slog.Any("unknown_fields", nonNilNames(unknown)),
+		slog.Any("unknown_fields", unknown),
 		slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID)))
 	return c.JSON(http.StatusOK, installResponse{Status: string(outcome)})
 }

@@ -170,11 +170,14 @@ func (r *ProfileRecorder) Run(ctx context.Context) {
 }
 
 // seen logs the one line a checked identity token gets, with its profile
-// and the callback's unknown body fields, and hands both to the recorder.
+// and the callback's unknown body fields (nil: the body was not read, the
+// token being refused first), and hands both to the recorder.
 func (h *installHandler) seen(c echo.Context, p identity.Profile, unknown []string) {
-	attrs := append(p.LogAttrs(),
-		slog.Any("unknown_fields", nonNilNames(unknown)),
-		slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID)))
+	attrs := p.LogAttrs()
+	if unknown != nil {
+		attrs = append(attrs, slog.Any("unknown_fields", unknown))
+	}
+	attrs = append(attrs, slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID)))
 	h.logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "identity token", attrs...)
 	if h.profiles != nil {
 		h.profiles.Record(p, unknown)
