@@ -66,13 +66,14 @@ type adminHandler struct {
 //
 // Both need HTTP Basic auth with any user name and an ADMIN_API_TOKENS token
 // as the password.
-func registerAdmin(e *echo.Echo, r InstallReader, tokens tokenSet, logger *slog.Logger) {
+func registerAdmin(e *echo.Echo, r InstallReader, tokens tokenSet, logger *slog.Logger) *adminHandler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &adminHandler{reader: r, tokens: tokens, logger: logger}
 	e.GET(adminPath, h.list, h.auth)
 	e.GET(adminDetailPath, h.detail, h.auth)
+	return h
 }
 
 // auth admits requests whose Basic auth password is an admin token. The user

@@ -61,8 +61,8 @@ var adminNow = time.Date(2026, 3, 14, 9, 30, 0, 0, time.UTC)
 // does not use; NewInternal only asks it for readiness.
 type adminVerifier struct{}
 
-func (adminVerifier) Verify(context.Context, string) (*identity.Identity, error) {
-	return nil, errors.New("adminVerifier: not used")
+func (adminVerifier) Check(context.Context, string) (*identity.Identity, identity.Profile, error) {
+	return nil, identity.Profile{}, errors.New("adminVerifier: not used")
 }
 func (adminVerifier) Ready() bool { return true }
 
@@ -94,10 +94,12 @@ func newAdminEnv(t *testing.T) *adminEnv {
 // it, with two admin tokens (the page must accept any of them).
 func newAdminServer(t *testing.T, st api.InternalStore) string {
 	t.Helper()
+	profiles, _ := st.(api.ProfileStore)
 	srv := httptest.NewServer(api.NewInternal(api.InternalDeps{
 		Verifier:    adminVerifier{},
 		Store:       st,
 		AdminTokens: []crypto.Secret{"another-admin-token", adminPageToken},
+		Profiles:    profiles,
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -179,6 +181,21 @@ func (e *adminEnv) seedBrowserData() {
 	})
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	age, life := 1200*time.Millisecond, 5*time.Minute
+	for _, p := range []store.IdentityProfile{
+		{SeenAt: adminNow.Add(-time.Hour), Verdict: store.VerdictAccepted, Alg: "RS256", Kid: "rs256-live", Typ: "JWT",
+			Iss: "https://iris.trackunit.com", Aud: []string{"irisx-broker"}, Claims: []string{"accountId", "exp", "iat", "irisAppId", "iss", "jti"},
+			ClaimCount: 6, Age: &age, Lifetime: &life, UnknownFields: []string{"<script>document.title='pwned'</script>", "newField"}},
+		{SeenAt: adminNow.Add(-30 * time.Minute), Verdict: store.VerdictAccepted, Alg: "RS256", Kid: "rs256-live", Typ: "JWT",
+			Iss: "https://iris.trackunit.com", Aud: []string{"irisx-broker"}, Claims: []string{"accountId", "exp", "iat", "irisAppId", "iss", "jti"},
+			ClaimCount: 6, Age: &age, Lifetime: &life, UnknownFields: []string{"<script>document.title='pwned'</script>", "newField"}},
+		{SeenAt: adminNow.Add(-10 * time.Minute), Verdict: store.VerdictRefused, Rule: "signature", Alg: "RS256", Kid: "evil",
+			Iss: `"><img src=x onerror="document.title='pwned'">`, Claims: []string{"<img src=x onerror=document.title='pwned'>", "exp"}, ClaimCount: 2},
+	} {
+		if err := e.store.RecordIdentityProfile(context.Background(), p); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }
 
@@ -264,6 +281,34 @@ func TestAdminBrowser(t *testing.T) {
 	}
 	b.click("#first")
 	b.wantRows("installed, first page again", page1)
+
+	// The identity view, reached from the header link, shows what tokens
+	// and callbacks carried as text: markup an attacker put in a claim name
+	// or a body field never becomes an element.
+	b.navigate("/admin", http.StatusOK)
+	b.click(`header a[href="/admin/identity"]`)
+	shapes, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`Array.from(
+		document.querySelectorAll('#accepted td.shape, #accepted td.unknown, #refused td.shape, #refused td.unknown'),
+		td => td.innerText.trim())`))
+	if err != nil {
+		t.Fatalf("read the identity view: %v", err)
+	}
+	wantShapes := []string{
+		"iss=https://iris.trackunit.com, aud=[irisx-broker], claims [accountId exp iat irisAppId iss jti], alg RS256, typ JWT",
+		"<script>document.title='pwned'</script> newField",
+		`iss="><img src=x onerror="document.title='pwned'">, aud=[], claims [<img src=x onerror=document.title='pwned'> exp], alg RS256`,
+		"(body not read)",
+	}
+	if diff := cmp.Diff(wantShapes, shapes); diff != "" {
+		t.Errorf("identity view (-want +got):\n%s", diff)
+	}
+	injected, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('main img, main script, main b').length`))
+	if err != nil || injected != 0 {
+		t.Errorf("the identity view has %d injected elements (%v)", injected, err)
+	}
+	if title, _ := chromedp.Run(bctx, chromedp.Title()); strings.Contains(title, "pwned") {
+		t.Errorf("page title %q: injected script ran", title)
+	}
 
 	// A wrong password is refused.
 	b.password("wrong-" + adminPageToken)

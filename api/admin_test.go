@@ -360,13 +360,14 @@ func TestAdminDetail(t *testing.T) {
 	e := newAdminEnv(t)
 	app, account := "@acme/fleet", adminAccount(1)
 	t0 := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
-	ev := func(typ string, at time.Time, jti string, outcome store.Outcome) {
+	ev := func(typ string, at time.Time, jti string, outcome store.Outcome, unknown ...string) {
 		e.apply(store.InstallEvent{
 			Type: typ, IrisAppID: app, AccountID: account, EventAt: at, ReceivedAt: at.Add(time.Second),
 			ClientID: "0oa-detail-client", ClientSecret: "detail-client-secret", JTI: jti, RemoteAddr: "203.0.113.7",
+			UnknownFields: unknown,
 		}, outcome)
 	}
-	ev(store.TypeInstalled, t0, "jti-1", store.OutcomeInstalled)
+	ev(store.TypeInstalled, t0, "jti-1", store.OutcomeInstalled, "extra", "<b>x</b>")
 	ev("APP_UPDATED", t0.Add(time.Hour), "", store.OutcomeIgnored)
 	ev(store.TypeUninstalled, t0.Add(3*time.Hour), "jti-3", store.OutcomeUninstalled)
 	ev(store.TypeInstalled, t0.Add(2*time.Hour), "jti-4", store.OutcomeStale) // older than the uninstall
@@ -374,10 +375,10 @@ func TestAdminDetail(t *testing.T) {
 	// Upper case is the same account.
 	doc := e.page("/admin/install?irisAppId=%40acme%2Ffleet&accountId="+strings.ToUpper(account), http.StatusOK)
 	want := [][]string{
-		{"2026-03-01 10:00:00Z", "2026-03-01 10:00:01Z", "INSTALLED", "stale", "jti-4", "203.0.113.7"},
-		{"2026-03-01 11:00:00Z", "2026-03-01 11:00:01Z", "UNINSTALLED", "uninstalled", "jti-3", "203.0.113.7"},
-		{"2026-03-01 09:00:00Z", "2026-03-01 09:00:01Z", "APP_UPDATED", "ignored", "", "203.0.113.7"},
-		{"2026-03-01 08:00:00Z", "2026-03-01 08:00:01Z", "INSTALLED", "installed", "jti-1", "203.0.113.7"},
+		{"2026-03-01 10:00:00Z", "2026-03-01 10:00:01Z", "INSTALLED", "stale", "jti-4", "203.0.113.7", ""},
+		{"2026-03-01 11:00:00Z", "2026-03-01 11:00:01Z", "UNINSTALLED", "uninstalled", "jti-3", "203.0.113.7", ""},
+		{"2026-03-01 09:00:00Z", "2026-03-01 09:00:01Z", "APP_UPDATED", "ignored", "", "203.0.113.7", ""},
+		{"2026-03-01 08:00:00Z", "2026-03-01 08:00:01Z", "INSTALLED", "installed", "jti-1", "203.0.113.7", "extra <b>x</b>"},
 	}
 	if diff := cmp.Diff(want, adminRows(t, doc, "events")); diff != "" {
 		t.Errorf("events, newest first (-want +got):\n%s", diff)

@@ -30,9 +30,9 @@ const (
 	typeUninstalled = "UNINSTALLED"
 )
 
-// Verifier checks a Trackunit-Identity JWT.
+// Verifier checks a Trackunit-Identity JWT and profiles it, accepted or not.
 type Verifier interface {
-	Verify(ctx context.Context, token string) (*identity.Identity, error)
+	Check(ctx context.Context, token string) (*identity.Identity, identity.Profile, error)
 	Ready() bool
 }
 
@@ -71,6 +71,7 @@ type installHandler struct {
 	now         func() time.Time
 	observer    InstallObserver
 	logger      *slog.Logger
+	profiles    *ProfileRecorder // optional
 }
 
 // handle answers POST /appinstall in the contract's order of checks:
@@ -82,12 +83,16 @@ func (h *installHandler) handle(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := h.verifier.Verify(req.Context(), req.Header.Get("Trackunit-Identity"))
+	id, profile, err := h.verifier.Check(req.Context(), req.Header.Get("Trackunit-Identity"))
 	if err != nil {
+		h.seen(c, profile, nil)
 		return identityError(err)
 	}
+	// Not nil from here on: [] says "read, none unknown", nil "not read".
+	unknown := nonNilNames(unknownBodyFields(raw))
 	body, err := decodeInstallBody(raw)
 	if err != nil {
+		h.seen(c, profile, unknown)
 		return err
 	}
 	if err := id.CheckBody(body.IrisAppID, body.AccountID); err != nil {
@@ -95,21 +100,24 @@ func (h *installHandler) handle(c echo.Context) error {
 		if h.observer != nil {
 			h.observer.Rejected(identity.ReasonOf(err))
 		}
+		h.seen(c, profile.Refused(identity.ReasonOf(err)), unknown)
 		return identityError(err)
 	}
+	h.seen(c, profile, unknown)
 	if len(h.allowedApps) > 0 && !slices.Contains(h.allowedApps, body.IrisAppID) {
 		return newError(http.StatusForbidden, codeAppNotAllowed, "this irisAppId is not served here", nil)
 	}
 	ev := store.InstallEvent{
-		Type:         body.Type,
-		IrisAppID:    body.IrisAppID,
-		AccountID:    canonicalUUID(body.AccountID),
-		ClientID:     body.ClientID,
-		ClientSecret: body.ClientSecret,
-		EventAt:      receivedAt,
-		ReceivedAt:   receivedAt,
-		JTI:          id.JTI,
-		RemoteAddr:   remoteHost(req.RemoteAddr),
+		Type:          body.Type,
+		IrisAppID:     body.IrisAppID,
+		AccountID:     canonicalUUID(body.AccountID),
+		ClientID:      body.ClientID,
+		ClientSecret:  body.ClientSecret,
+		EventAt:       receivedAt,
+		ReceivedAt:    receivedAt,
+		JTI:           id.JTI,
+		RemoteAddr:    remoteHost(req.RemoteAddr),
+		UnknownFields: unknown,
 	}
 	if !id.IssuedAt.IsZero() {
 		ev.EventAt = id.IssuedAt
@@ -128,6 +136,7 @@ func (h *installHandler) handle(c echo.Context) error {
 		slog.String("type", eventTypeLabel(body.Type)),
 		slog.String("outcome", string(outcome)),
 		slog.String("jti", ev.JTI),
+		slog.Any("unknown_fields", unknown),
 		slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID)))
 	return c.JSON(http.StatusOK, installResponse{Status: string(outcome)})
 }

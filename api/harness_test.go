@@ -115,8 +115,12 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Cleanup(func() { cancel(); <-done })
 	waitFor(t, "JWKS loaded", v.Ready)
 
+	profiles := api.NewProfileRecorder(h.store, logger, nil)
+	profilesDone := make(chan struct{})
+	go func() { profiles.Run(ctx); close(profilesDone) }()
+	t.Cleanup(func() { cancel(); <-profilesDone })
 	h.public = httptest.NewServer(api.NewPublic(api.PublicDeps{
-		Verifier: v, Store: h.store, AllowedApps: o.allowedApps, Logger: logger,
+		Verifier: v, Store: h.store, AllowedApps: o.allowedApps, Logger: logger, Profiles: profiles,
 	}))
 	t.Cleanup(h.public.Close)
 
@@ -140,7 +144,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	h.internal = httptest.NewUnstartedServer(api.NewInternal(api.InternalDeps{
 		Verifier: v, Store: h.store, Broker: h.broker,
 		InternalTokens: []crypto.Secret{internalToken}, AdminTokens: []crypto.Secret{adminToken},
-		AllowedApps: o.allowedApps, Logger: logger,
+		AllowedApps: o.allowedApps, Logger: logger, Profiles: h.store,
 	}))
 	h.internal.Config.Protocols = new(http.Protocols)
 	h.internal.Config.Protocols.SetHTTP1(true)

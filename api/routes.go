@@ -25,6 +25,8 @@ type PublicDeps struct {
 	// Listening, if set, reports whether the install-change listener is
 	// connected; /readyz waits for it.
 	Listening func() bool
+	// Profiles, if set, records each identity token's profile (best effort).
+	Profiles *ProfileRecorder
 }
 
 // NewPublic builds the public listener's handler. These are its only
@@ -43,7 +45,7 @@ func NewPublic(d PublicDeps) *echo.Echo {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	e := newEcho(d.Logger, d.HTTP)
-	install := &installHandler{verifier: d.Verifier, store: d.Store, allowedApps: d.AllowedApps, now: d.Now, observer: d.Observer, logger: d.Logger}
+	install := &installHandler{verifier: d.Verifier, store: d.Store, allowedApps: d.AllowedApps, now: d.Now, observer: d.Observer, logger: d.Logger, profiles: d.Profiles}
 	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.POST("/appinstall", install.handle)
 	health.register(e)
@@ -85,6 +87,8 @@ type InternalDeps struct {
 	APIUserBroker APIUserBroker
 	// Proxy serves the IRIS API proxy; without it /iris/ is 404.
 	Proxy *ProxyDeps
+	// Profiles serves /admin/identity; without it that page is 404.
+	Profiles ProfileStore
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -101,6 +105,7 @@ type InternalStore interface {
 //	ANY  /iris/accounts/{accountId}/{path...}  the IRIS API proxy (INTERNAL_API_TOKENS)
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
+//	GET  /admin/identity                    identity tokens and callbacks seen, by shape
 //	GET  /metrics                           Prometheus text format
 //	GET, HEAD /healthz, /readyz             as on the public listener
 //
@@ -135,7 +140,10 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	if d.Proxy != nil {
 		mountProxy(e, *d.Proxy, d.InternalTokens, d.AllowedApps, logger)
 	}
-	registerAdmin(e, d.Store, adminTokens, logger)
+	admin := registerAdmin(e, d.Store, adminTokens, logger)
+	if d.Profiles != nil {
+		e.GET(adminIdentityPath, (&adminIdentityHandler{admin: admin, profiles: d.Profiles}).show, admin.auth)
+	}
 	newHealthHandler(d.Store.Ping, d.Verifier, d.Listening).register(e)
 	if d.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(d.Metrics))

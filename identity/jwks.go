@@ -74,6 +74,8 @@ type keySet struct {
 	only      *verifyKey
 	count     int
 	fetchedAt time.Time
+	// reports say, per JWKS entry in order, what was made of it.
+	reports []KeyReport
 }
 
 // lookup chooses the key for a token's kid ("" when it has none).
@@ -93,36 +95,33 @@ func (s *keySet) lookup(kid string) (*verifyKey, string) {
 // parseKeySet turns a JWKS document into a keySet. Keys that cannot be used
 // for verification (symmetric, private, encryption-only, unknown types,
 // weak RSA, curves outside the contract) are skipped, one bad key not
-// spoiling the rest; a set with no usable key at all is an error, so that
-// the caller keeps its last good set.
+// spoiling the rest; a set with no usable key at all is a *NoUsableKeyError,
+// so that the caller keeps its last good set. Each entry's KeyReport says
+// which and why: the verifier and `identity check` share this one decision.
 func parseKeySet(body []byte, fetchedAt time.Time) (*keySet, int, error) {
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := json.Unmarshal(body, &doc); err != nil {
+	if err := json.Unmarshal(body, &doc); err != nil || doc.Keys == nil {
 		return nil, 0, errors.New("JWKS is not a JSON object with a keys array")
 	}
 	set := &keySet{byKID: make(map[string]*verifyKey, len(doc.Keys)), fetchedAt: fetchedAt}
 	skipped := 0
 	for _, raw := range doc.Keys {
-		k, err := jwk.ParseKey(raw)
-		if err != nil {
-			skipped++
-			continue
-		}
-		vk, err := usableKey(k)
-		if err != nil {
-			skipped++
-			continue
-		}
-		if vk.kid != "" {
+		rep, vk := judgeKey(raw)
+		if vk != nil && vk.kid != "" {
 			if _, dup := set.byKID[vk.kid]; dup {
 				// The first key with a kid wins: trying several keys per
 				// token would multiply the cost of every bad signature.
-				skipped++
-				continue
+				rep.Usable, rep.Skip, vk = false, "duplicate kid: the first key with it is used", nil
+			} else {
+				set.byKID[vk.kid] = vk
 			}
-			set.byKID[vk.kid] = vk
+		}
+		set.reports = append(set.reports, rep)
+		if vk == nil {
+			skipped++
+			continue
 		}
 		set.count++
 		set.only = vk
@@ -131,9 +130,27 @@ func parseKeySet(body []byte, fetchedAt time.Time) (*keySet, int, error) {
 		set.only = nil
 	}
 	if set.count == 0 {
-		return nil, skipped, fmt.Errorf("JWKS has no usable signing key (%d skipped)", skipped)
+		return nil, skipped, &NoUsableKeyError{Reports: set.reports}
 	}
 	return set, skipped, nil
+}
+
+// judgeKey reports on one JWKS entry and, when usable, returns its key.
+func judgeKey(raw json.RawMessage) (KeyReport, *verifyKey) {
+	rep := describeRaw(raw)
+	k, err := jwk.ParseKey(raw)
+	if err != nil {
+		rep.Skip = "not a JWK the broker can parse"
+		return rep, nil
+	}
+	rep.describe(k)
+	vk, err := usableKey(k)
+	if err != nil {
+		rep.Skip = err.Error()
+		return rep, nil
+	}
+	rep.Usable = true
+	return rep, vk
 }
 
 // usableKey checks one JWK and extracts its raw public key.
@@ -151,15 +168,20 @@ func usableKey(k jwk.Key) (*verifyKey, error) {
 
 	// Private types first: a private OKP key also satisfies OKPPublicKey.
 	switch k := k.(type) {
-	case jwk.RSAPrivateKey, jwk.ECDSAPrivateKey, jwk.OKPPrivateKey, jwk.SymmetricKey:
-		return nil, errors.New("private or symmetric key")
+	case jwk.SymmetricKey:
+		return nil, errors.New("symmetric key: only asymmetric signatures are accepted")
+	case jwk.RSAPrivateKey, jwk.ECDSAPrivateKey, jwk.OKPPrivateKey:
+		return nil, errors.New("private key: a JWKS must publish public keys only")
 	case jwk.RSAPublicKey:
 		var pub rsa.PublicKey
 		if err := k.Raw(&pub); err != nil {
 			return nil, err
 		}
-		if pub.N == nil || pub.N.BitLen() < minRSABits || pub.E < 3 || pub.E%2 == 0 {
-			return nil, errors.New("weak or invalid RSA key")
+		if pub.N == nil || pub.E < 3 || pub.E%2 == 0 {
+			return nil, errors.New("invalid RSA key")
+		}
+		if pub.N.BitLen() < minRSABits {
+			return nil, fmt.Errorf("weak RSA key: %d bits, fewer than %d", pub.N.BitLen(), minRSABits)
 		}
 		vk.family, vk.pub = familyRSA, &pub
 	case jwk.ECDSAPublicKey:

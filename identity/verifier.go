@@ -84,7 +84,7 @@ func (v *Verifier) KeySetAge() time.Duration {
 // its identity. Every error matches ErrInvalid and is an *Error; none quotes
 // the token. An unknown kid may wait, bounded by ctx, for a shared refetch.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
-	id, e := v.verify(ctx, token)
+	id, e := v.verify(ctx, token, nil)
 	if e != nil {
 		v.cfg.Observer.Rejected(e.Reason)
 		return nil, e
@@ -92,7 +92,23 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 	return id, nil
 }
 
-func (v *Verifier) verify(ctx context.Context, token string) (*Identity, *Error) {
+// Check is Verify that also returns the token's Profile, accepted or
+// refused, for the caller to log and record. Verify stays without it so
+// that a refusal costs no more than it must.
+func (v *Verifier) Check(ctx context.Context, token string) (*Identity, Profile, error) {
+	var parts tokenParts
+	id, e := v.verify(ctx, token, &parts)
+	p := buildProfile(&parts, v.cfg.Now(), e)
+	if e != nil {
+		v.cfg.Observer.Rejected(e.Reason)
+		return nil, p, e
+	}
+	return id, p, nil
+}
+
+// verify checks token; when parts is not nil it receives the decoded
+// header and payload (as far as the token decodes) for the profile.
+func (v *Verifier) verify(ctx context.Context, token string, parts *tokenParts) (*Identity, *Error) {
 	// Length first, before any scan: a megabyte of dots costs nothing.
 	if len(token) > MaxTokenBytes+len("Bearer ") {
 		return nil, reject(ReasonTooLarge, "token is larger than 8 KiB")
@@ -131,6 +147,9 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Identity, *Error)
 		return nil, reject(ReasonMalformed, "token is not three base64url parts")
 	}
 	payload, sig := dec[hl:hl+pn], dec[hl+pl:hl+pl+sn]
+	if parts != nil {
+		parts.header, parts.payload = dec[:hn], payload
+	}
 
 	h, e := parseHeader(dec[:hn])
 	if e != nil {

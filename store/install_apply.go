@@ -47,6 +47,9 @@ type InstallEvent struct {
 	EventAt                time.Time // JWT iat, else receipt time; zero means ReceivedAt
 	ReceivedAt             time.Time // zero means the store's clock
 	JTI, RemoteAddr        string
+	// UnknownFields are the names of body fields the broker does not know
+	// (never their values); nil when there were none.
+	UnknownFields []string
 }
 
 // installRow is the mutable state of one installs row.
@@ -80,16 +83,16 @@ const (
 			RETURNING iris_app_id, account_id
 		)
 		INSERT INTO install_events
-			(iris_app_id, account_id, type, outcome, event_at, received_at, jti, remote_addr)
+			(iris_app_id, account_id, type, outcome, event_at, received_at, jti, remote_addr, unknown_fields)
 		SELECT iris_app_id, account_id, $13::text, $14::text, $11, $15::timestamptz,
-			NULLIF($16::text, ''), NULLIF($17::text, '') FROM ins`
+			NULLIF($16::text, ''), NULLIF($17::text, ''), $18::text[] FROM ins`
 	updateInstallSQL = `UPDATE installs SET status = $3, key_id = $4, client_id_enc = $5,
 		client_secret_enc = $6, credentials_version = $7, installed_at = $8, updated_at = $9,
 		uninstalled_at = $10, last_event_at = $11, last_error = $12
 		WHERE iris_app_id = $1 AND account_id = $2`
 	insertEventSQL = `INSERT INTO install_events
-		(iris_app_id, account_id, type, outcome, event_at, received_at, jti, remote_addr)
-		VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), NULLIF($8, ''))`
+		(iris_app_id, account_id, type, outcome, event_at, received_at, jti, remote_addr, unknown_fields)
+		VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), NULLIF($8, ''), $9)`
 	notifySQL = `SELECT pg_notify($1, $2)`
 )
 
@@ -105,10 +108,11 @@ type received struct {
 	typ                 string
 	eventAt, receivedAt time.Time
 	jti, remoteAddr     string
+	unknownFields       []string
 }
 
 func (r *received) eventArgs(o Outcome) []any {
-	return []any{r.key.IrisAppID, r.key.AccountID, r.typ, o, r.eventAt, r.receivedAt, r.jti, r.remoteAddr}
+	return []any{r.key.IrisAppID, r.key.AccountID, r.typ, o, r.eventAt, r.receivedAt, r.jti, r.remoteAddr, r.unknownFields}
 }
 
 // sealed are the credentials of an INSTALLED, in plain text for comparison
@@ -157,6 +161,8 @@ func (s *Store) ApplyInstallEvent(ctx context.Context, ev InstallEvent) (Outcome
 		receivedAt: pgTime(ev.ReceivedAt),
 		jti:        clean(ev.JTI, maxJTILen),
 		remoteAddr: clean(ev.RemoteAddr, maxRemoteAddrLen),
+		// nil stays NULL: "none seen" and "not recorded" (old rows) differ.
+		unknownFields: cleanList(ev.UnknownFields, true),
 	}
 	if ev.ReceivedAt.IsZero() {
 		rec.receivedAt = s.nowUTC()
@@ -213,7 +219,7 @@ func (s *Store) ApplyInstallEvent(ctx context.Context, ev InstallEvent) (Outcome
 func (s *Store) applyFirst(ctx context.Context, rec received, creds *sealed) (Outcome, bool, error) {
 	first := s.firstRow(rec, creds)
 	outcome := outcomeOf(rec.typ)
-	args := append(first.args(rec.key), rec.typ, outcome, rec.receivedAt, rec.jti, rec.remoteAddr)
+	args := append(first.args(rec.key), rec.typ, outcome, rec.receivedAt, rec.jti, rec.remoteAddr, rec.unknownFields)
 	var tag pgconn.CommandTag
 	err := s.retry(ctx, func() (err error) {
 		tag, err = s.pool.Exec(ctx, insertFirstSQL, args...)

@@ -54,6 +54,8 @@ type Event struct {
 	RemoteAddr string    `db:"remote_addr"`
 	EventAt    time.Time `db:"event_at"`
 	ReceivedAt time.Time `db:"received_at"`
+	// UnknownFields are the names of unknown body fields (never values).
+	UnknownFields []string `db:"unknown_fields"`
 }
 
 // ListFilter selects a page of installs. Empty fields do not filter.
@@ -203,7 +205,7 @@ func (s *Store) GetInstall(ctx context.Context, irisAppID, accountID string, eve
 	b.Queue("SELECT "+installViewColumns+" FROM installs WHERE iris_app_id = $1 AND account_id = $2",
 		key.IrisAppID, key.AccountID)
 	b.Queue(`SELECT id, type, outcome, coalesce(jti, '') AS jti, coalesce(remote_addr, '') AS remote_addr,
-		event_at, received_at FROM install_events WHERE iris_app_id = $1 AND account_id = $2
+		event_at, received_at, coalesce(unknown_fields, '{}') AS unknown_fields FROM install_events WHERE iris_app_id = $1 AND account_id = $2
 		ORDER BY id DESC LIMIT $3`, key.IrisAppID, key.AccountID, events)
 	br := s.pool.SendBatch(ctx, b)
 	defer br.Close()

@@ -23,6 +23,10 @@ type simKey struct {
 	kind string // the algorithm SignIdentity signs with
 	alg  string // the "alg" published in the JWKS; "" leaves it out
 	priv gocrypto.Signer
+	// publish is "" for a normal key, else a kind of AddSkippedKey; secret
+	// is the oct key's bytes.
+	publish string
+	secret  []byte
 }
 
 // KeyKinds lists the algorithms AddKey and Rotate accept.
@@ -163,7 +167,14 @@ func (s *Sim) key(kid string) (simKey, error) {
 
 // publicJWK renders a key's public half as a JWK object with kid, use and alg.
 func publicJWK(k simKey) (map[string]any, error) {
-	pub, err := jwk.FromRaw(k.priv.Public())
+	var key any = k.priv.Public()
+	switch k.publish {
+	case SkippedSymmetric:
+		key = k.secret
+	case SkippedPrivate:
+		key = k.priv
+	}
+	pub, err := jwk.FromRaw(key)
 	if err != nil {
 		return nil, fmt.Errorf("trackunitsim: public jwk: %w", err)
 	}
@@ -177,6 +188,9 @@ func publicJWK(k simKey) (map[string]any, error) {
 	}
 	m["kid"] = k.kid
 	m["use"] = "sig"
+	if k.publish == SkippedEncryption {
+		m["use"] = "enc"
+	}
 	if k.alg != "" {
 		m["alg"] = k.alg
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -244,4 +245,50 @@ func mustSaveWithSigning(t *testing.T, signing string) string {
 	f.SigningKID = signing
 	out, _ := json.Marshal(f)
 	return string(out)
+}
+
+func TestSkippedKeysArePublished(t *testing.T) {
+	s, err := New(Options{SkippedKeys: SkippedKeyKinds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := s.JWKSJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Keys) != 5 {
+		t.Fatalf("%d keys, want the signing key and 4 skipped ones", len(doc.Keys))
+	}
+	signing := s.SigningKID()
+	seen := map[string]bool{}
+	for _, k := range doc.Keys {
+		kid := k["kid"].(string)
+		switch {
+		case kid == signing:
+			seen["signing"] = k["kty"] == "RSA" && k["d"] == nil && k["use"] == "sig"
+		case strings.Contains(kid, SkippedSymmetric+"-"):
+			seen["oct"] = k["kty"] == "oct" && k["k"] != nil
+		case strings.Contains(kid, SkippedPrivate+"-"):
+			seen["private"] = k["kty"] == "RSA" && k["d"] != nil
+		case strings.Contains(kid, SkippedEncryption+"-"):
+			seen["enc"] = k["use"] == "enc"
+		case strings.Contains(kid, SkippedRSA1024+"-"):
+			n, _ := k["n"].(string)
+			seen["rsa1024"] = len(n) > 160 && len(n) < 180 // 128 bytes of base64url
+		}
+	}
+	for _, want := range []string{"signing", "oct", "private", "enc", "rsa1024"} {
+		if !seen[want] {
+			t.Errorf("JWKS lacks a right %s key: %s", want, raw)
+		}
+	}
+	if _, err := s.AddSkippedKey("rsa512"); err == nil {
+		t.Error("AddSkippedKey accepted an unknown kind")
+	}
 }

@@ -47,6 +47,9 @@ type Options struct {
 	// HTTPClient sends install callbacks (default: a client with a 10 s
 	// time-out).
 	HTTPClient *http.Client
+	// SkippedKeys publishes, besides the signing key, one key of each of
+	// these SkippedKeyKinds, which a verifier must skip.
+	SkippedKeys []string
 }
 
 // Sim is the simulated Trackunit. Create it with New or LoadSim.
@@ -80,6 +83,11 @@ func New(opts Options) (*Sim, error) {
 	s := newSim(opts)
 	if _, err := s.Rotate("RS256"); err != nil {
 		return nil, err
+	}
+	for _, kind := range opts.SkippedKeys {
+		if _, err := s.AddSkippedKey(kind); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -24,6 +24,7 @@ commands:
   keys reencrypt [--batch N]
   installs list [--app ID] [--status S] [--json]
   api-users add|list|delete   register Trackunit API users (api-users help for flags)
+  identity check [--jwks URL] [--token FILE]   the JWKS's keys; a captured token's verdict
 `
 
 // run is the whole program, with its inputs and outputs injected so tests
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 		err = runInstalls(ctx, rest, lookup, stdout)
 	case "api-users":
 		err = runAPIUsers(ctx, rest, lookup, stdin, stdout)
+	case "identity":
+		err = runIdentity(ctx, rest, lookup, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

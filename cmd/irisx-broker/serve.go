@@ -145,9 +145,11 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	// Set once the install-change listener has connected and flushed the
 	// token cache; /readyz waits for it.
 	var listening atomic.Bool
+	profiles := api.NewProfileRecorder(st, log, nil)
 	public := api.NewPublic(api.PublicDeps{
 		Verifier: verifier, Store: st, AllowedApps: cfg.AllowedAppIDs,
 		Logger: log, Observer: m, HTTP: m.HTTP("public"), Listening: listening.Load,
+		Profiles: profiles,
 	})
 	internal := api.NewInternal(api.InternalDeps{
 		Verifier: verifier, Store: st, Broker: broker, Metrics: m.Handler(),
@@ -156,6 +158,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		APIUsers: st, APIUserBroker: apiUsers, Listening: listening.Load,
 		Proxy: &api.ProxyDeps{Tokens: api.BrokerProxyTokens(broker), Holds: st,
 			UpstreamURL: cfg.IrisAPIURL, Observer: m.NewProxy()},
+		Profiles: st,
 	})
 
 	publicLn, err := net.Listen("tcp", cfg.PublicAddr)
@@ -175,6 +178,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { verifier.Run(gctx); return nil })
 	g.Go(func() error { broker.Run(gctx); return nil })
+	g.Go(func() error { profiles.Run(gctx); return nil })
 	g.Go(func() error {
 		err := st.Listen(gctx, broker.Invalidate, func() {
 			broker.InvalidateAll()

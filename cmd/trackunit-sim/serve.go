@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
@@ -30,6 +31,7 @@ func serve(ctx context.Context, args []string, e env) error {
 	audience := set.String("audience", "", "aud of signed identity JWTs")
 	grace := set.Duration("refresh-grace", 0, "how long a rotated refresh token still works")
 	ttl := set.Duration("token-ttl", trackunitsim.DefaultTokenTTL, "expires_in of issued access tokens")
+	skipped := set.String("skipped-keys", "", "comma-separated keys a verifier must skip to publish too: "+strings.Join(trackunitsim.SkippedKeyKinds(), ","))
 	if err := parse(set, args); err != nil {
 		return err
 	}
@@ -39,6 +41,11 @@ func serve(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer sim.Close()
+	for _, kind := range strings.FieldsFunc(*skipped, func(r rune) bool { return r == ',' }) {
+		if _, err := sim.AddSkippedKey(strings.TrimSpace(kind)); err != nil {
+			return err
+		}
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

@@ -1,0 +1,2 @@
+ALTER TABLE install_events DROP COLUMN unknown_fields;
+DROP TABLE identity_profiles;
