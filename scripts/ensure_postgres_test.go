@@ -76,7 +76,7 @@ func TestEnsurePostgresDecisions(t *testing.T) {
 		{name: "running", mode: "test", etc: etcWith, up: true,
 			wantOut: "export TEST_DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'", noCall: "pg_ctlcluster"},
 		{name: "stopped cluster is started", mode: "run", etc: etcWith, start: true,
-			wantOut: "export DATABASE_URL='postgres://postgres@127.0.0.1:5432/irisx_broker?sslmode=disable'",
+			wantOut:  "export DATABASE_URL='postgres://postgres@127.0.0.1:5432/irisx_broker?sslmode=disable'",
 			wantCall: "pg_ctlcluster --skip-systemctl-redirect 15 main start"},
 		{name: "other port and cluster", mode: "run", etc: etcWith, start: true,
 			env:      []string{"PG_PORT=5499", "PG_CLUSTER=main"},
