@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 	case "dev":
 		err = runDev(ctx, rest, lookup, stdout, stderr)
 	case "migrate":
-		err = runMigrate(ctx, rest, lookup, stdout)
+		err = runMigrate(ctx, rest, lookup, stdout, stderr)
 	case "keys":
 		err = runKeys(ctx, rest, lookup, stdout, stderr)
 	case "installs":
