@@ -23,6 +23,8 @@ commands:
   keys reencrypt [--batch N]
   installs list [--app ID] [--status S] [--json]
   api-users add|list|delete   register Trackunit API users (api-users help for flags)
+  healthcheck [--url URL]     exit 0 when /readyz answers 200 (the image's HEALTHCHECK)
+  version               the module version and VCS revision
 `
 
 // run is the whole program, with its inputs and outputs injected so tests
@@ -47,6 +49,10 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 		err = runInstalls(ctx, rest, lookup, stdout)
 	case "api-users":
 		err = runAPIUsers(ctx, rest, lookup, stdin, stdout)
+	case "healthcheck":
+		err = runHealthcheck(ctx, rest, lookup, stdout, stderr)
+	case "version", "--version":
+		err = runVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
