@@ -125,6 +125,7 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.GET("/healthz", health.healthz)
 	e.GET("/readyz", health.readyz)
+	mountGRPCConventions(e, health.readyz, append(newTokenSet(d.InternalTokens), newTokenSet(d.AdminTokens)...)) // api/grpc.go
 	if d.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(d.Metrics))
 	}
