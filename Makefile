@@ -21,7 +21,7 @@ run:
 ## test: every test, with the race detector, against real Postgres (and
 ## Debian's Chromium for the admin page test and Debian's pgbouncer for the
 ## PgBouncer tests, installed when missing), then the Helm chart's lint
-test: chromium
+test: chromium helm-lint
 	@eval "$$(scripts/ensure-postgres.sh test --pgbouncer)" && $(GO) test -race -count=1 -timeout 12m ./...
 
 ## helm-lint: helm lint --strict on the chart (helm through the module proxy)
