@@ -1,31 +1,32 @@
 # irisx-broker: `make run` starts the service in dev mode against the local
 # Postgres; `make test` runs every test with -race against real Postgres.
+# Both first run scripts/ensure-postgres.sh, which starts (or, as root on
+# Debian/Ubuntu, installs) Postgres when none answers and prints the URL.
 
 SHELL := /bin/bash
 GO ?= go
-PG_URL ?= postgres://postgres@127.0.0.1:5432
-DATABASE_URL ?= $(PG_URL)/irisx_broker?sslmode=disable
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 30s
 
-# Tests use TEST_DATABASE_URL when set, else the local Postgres when one
-# answers, else testcontainers-go starts one (on machines with Docker).
-ifeq ($(origin TEST_DATABASE_URL), undefined)
-  ifeq ($(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && echo up),up)
-    export TEST_DATABASE_URL := $(PG_URL)/postgres?sslmode=disable
-  endif
-endif
+HELM ?= $(GO) run helm.sh/helm/v3/cmd/helm@v3.22.0
+# DEV_FLAGS: extra flags for `irisx-broker dev` (e.g. -sim-addr 127.0.0.1:0)
+DEV_FLAGS ?=
 
-.PHONY: run test lint fuzz generate build chromium bench bench-smoke drills
+.PHONY: run test helm-lint lint fuzz generate build chromium bench bench-smoke drills
 
 ## run: the service with the in-process Trackunit simulator (dev mode)
 run:
-	DATABASE_URL='$(DATABASE_URL)' $(GO) run ./cmd/irisx-broker dev
+	@eval "$$(scripts/ensure-postgres.sh run)" && exec $(GO) run ./cmd/irisx-broker dev $(DEV_FLAGS)
 
 ## test: every test, with the race detector, against real Postgres (and
-## Debian's Chromium for the admin page test, installed when missing)
-test: chromium
-	$(GO) test -race -count=1 -timeout 12m ./...
+## Debian's Chromium for the admin page test and Debian's pgbouncer for the
+## PgBouncer tests, installed when missing), then the Helm chart's lint
+test: chromium helm-lint
+	@eval "$$(scripts/ensure-postgres.sh test --pgbouncer)" && $(GO) test -race -count=1 -timeout 12m ./...
+
+## helm-lint: helm lint --strict on the chart (helm through the module proxy)
+helm-lint:
+	$(HELM) lint --strict deploy/helm/irisx-broker
 
 ## build: both binaries into bin/
 build:

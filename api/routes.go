@@ -144,7 +144,9 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	if d.Profiles != nil {
 		e.GET(adminIdentityPath, (&adminIdentityHandler{admin: admin, profiles: d.Profiles}).show, admin.auth)
 	}
-	newHealthHandler(d.Store.Ping, d.Verifier, d.Listening).register(e)
+	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
+	health.register(e)
+	mountGRPCConventions(e, health.readyz, internalTokens.union(adminTokens)) // api/grpc.go
 	if d.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(d.Metrics))
 	}

@@ -36,11 +36,9 @@ const (
 // Open creates a connection pool for databaseURL. It does not connect: the
 // first use does, so a database that is down at start is not fatal here.
 func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(databaseURL)
+	cfg, err := PoolConfig(databaseURL) // no server-side prepared statements: see PoolConfig
 	if err != nil {
-		// pgx redacts passwords only on a best-effort basis, so its message
-		// (which quotes the URL) is not passed on.
-		return nil, errors.New("store: database URL cannot be parsed")
+		return nil, err
 	}
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns

@@ -25,6 +25,8 @@ commands:
   installs list [--app ID] [--status S] [--json]
   api-users add|list|delete   register Trackunit API users (api-users help for flags)
   identity check [--jwks URL] [--token FILE]   the JWKS's keys; a captured token's verdict
+  healthcheck [--url URL]     exit 0 when /readyz answers 200 (the image's HEALTHCHECK)
+  version               the module version and VCS revision
 `
 
 // run is the whole program, with its inputs and outputs injected so tests
@@ -42,7 +44,7 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 	case "dev":
 		err = runDev(ctx, rest, lookup, stdout, stderr)
 	case "migrate":
-		err = runMigrate(ctx, rest, lookup, stdout)
+		err = runMigrate(ctx, rest, lookup, stdout, stderr)
 	case "keys":
 		err = runKeys(ctx, rest, lookup, stdout, stderr)
 	case "installs":
@@ -51,6 +53,10 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 		err = runAPIUsers(ctx, rest, lookup, stdin, stdout)
 	case "identity":
 		err = runIdentity(ctx, rest, lookup, stdout, stderr)
+	case "healthcheck":
+		err = runHealthcheck(ctx, rest, lookup, stdout, stderr)
+	case "version", "--version":
+		err = runVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

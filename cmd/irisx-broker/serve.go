@@ -78,8 +78,8 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	}
 	dbURL := cfg.DatabaseURL.Reveal()
 	if o.migrate {
-		if err := store.MigrateUp(dbURL); err != nil {
-			return fmt.Errorf("applying migrations: %w", err)
+		if err := migrateAtStart(ctx, cfg.DatabaseDirectURL.Reveal(), log); err != nil {
+			return err
 		}
 	}
 	pool, err := store.Open(ctx, dbURL)
