@@ -237,6 +237,9 @@ func (s *Store) applyExisting(ctx context.Context, rec received, creds *sealed) 
 	if err != nil {
 		return "", false, fmt.Errorf("store: apply install event: %w", err)
 	}
+	if found && (outcome == OutcomeInstalled || outcome == OutcomeUninstalled) {
+		s.changed(rec.key)
+	}
 	return outcome, found, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,6 +68,13 @@ type Store struct {
 	// maxConns bounds retry: one more attempt than the pool holds
 	// connections always reaches a fresh one.
 	maxConns int
+
+	onChange        changeHook
+	listenConfig    *pgx.ConnConfig // nil: the pool's
+	listenConfigErr bool
+	// listenConfirmed is when (unix ns) Listen last proved its connection
+	// alive; zero while it is not connected.
+	listenConfirmed atomic.Int64
 }
 
 // Option configures a Store.

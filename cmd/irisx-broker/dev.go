@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func runDev(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	if err != nil {
 		return fmt.Errorf("simulator listener: %w", err)
 	}
-	simSrv := newHTTPServer(sim.Handler(), false)
+	simSrv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = simSrv.Serve(simLn) }()
 	defer simSrv.Close()
 	simURL := "http://" + simLn.Addr().String()
