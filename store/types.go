@@ -1,23 +1,27 @@
 package store
 
 import (
-	"errors"
+	"fmt"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/derrors"
 )
 
 // Sentinel errors callers classify with errors.Is.
 var (
 	// ErrNotFound means the row asked for does not exist.
-	ErrNotFound = errors.New("store: not found")
+	ErrNotFound = fmt.Errorf("store: %w", derrors.NotFound)
 	// ErrUndecryptable means a stored ciphertext failed to open: tampered,
 	// moved to another row or column, or sealed under a key not in the
 	// keyring. It is never turned into wrong credentials.
-	ErrUndecryptable = errors.New("store: stored secret cannot be decrypted")
+	ErrUndecryptable = fmt.Errorf("%w: store: stored secret cannot be decrypted", derrors.Internal)
 	// ErrInvalid means an argument can never be stored: an account id that
 	// is not a UUID, an empty or over-long app id, an INSTALLED without
 	// credentials, an unknown status filter.
-	ErrInvalid = errors.New("store: invalid argument")
+	ErrInvalid = fmt.Errorf("store: %w", derrors.Invalid)
+	// ErrDatabase is wrapped by every failure of the database itself
+	// (unreachable, timed out, refused a statement).
+	ErrDatabase = fmt.Errorf("%w: the database failed", derrors.Unavailable)
 )
 
 // InstallStatus is the lifecycle state of one (irisAppId, accountId) install.

@@ -84,9 +84,10 @@ func (e *userEnv) replica(mod func(*APIUsersConfig)) *APIUsers {
 	cfg := APIUsersConfig{
 		AuthURL:      e.simURL,
 		HTTPClient:   &http.Client{Timeout: 5 * time.Second},
-		Now:          e.clock.Now,
-		Sleep:        e.sleeps.Sleep,
-		FetchTimeout: 20 * time.Second,
+		Now:           e.clock.Now,
+		Sleep:         e.sleeps.Sleep,
+		FetchTimeout:  20 * time.Second,
+		RefreshMargin: 5 * time.Minute,
 		Logger:       slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {

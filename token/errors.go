@@ -1,23 +1,27 @@
 package token
 
-import "errors"
+import (
+	"fmt"
+
+	"github.com/irisx-broker/irisx-broker/internal/derrors"
+)
 
 // Sentinel errors; classify with errors.Is. Every error Token returns wraps
 // one of them or the caller's own context error.
 var (
 	// ErrNotFound means no install exists for the (app, account) asked for.
-	ErrNotFound = errors.New("token: install not found")
+	ErrNotFound = fmt.Errorf("token: install %w", derrors.NotFound)
 	// ErrUninstalled means the app was uninstalled from the account.
-	ErrUninstalled = errors.New("token: app is uninstalled for this account")
+	ErrUninstalled = fmt.Errorf("%w: token: app is uninstalled for this account", derrors.Rejected)
 	// ErrCredentialsRejected means Trackunit rejected the install's client
 	// credentials; no upstream call is made until a new INSTALLED arrives.
-	ErrCredentialsRejected = errors.New("token: install credentials rejected")
+	ErrCredentialsRejected = fmt.Errorf("%w: token: install credentials rejected", derrors.Rejected)
 	// ErrInvalidScope means a requested scope is malformed or was refused
 	// upstream (not granted to the app or the install).
-	ErrInvalidScope = errors.New("token: invalid scope")
+	ErrInvalidScope = fmt.Errorf("%w: token: invalid scope", derrors.Invalid)
 	// ErrNoScopes means the request named no scopes and no default is set.
-	ErrNoScopes = errors.New("token: no scopes requested and no default scopes configured")
+	ErrNoScopes = fmt.Errorf("%w: token: no scopes requested and no default scopes configured", derrors.Invalid)
 	// ErrUnavailable means no token could be minted now: the token endpoint
 	// or the store failed, even after retries where retrying makes sense.
-	ErrUnavailable = errors.New("token: token endpoint unavailable")
+	ErrUnavailable = fmt.Errorf("%w: token: token endpoint unavailable", derrors.Unavailable)
 )
