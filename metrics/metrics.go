@@ -125,7 +125,9 @@ func (m *Metrics) CacheHit(kind string) { m.tokenCache.WithLabelValues("hit", ki
 func (m *Metrics) CacheMiss(kind string) { m.tokenCache.WithLabelValues("miss", kind).Inc() }
 
 // RefreshAhead counts a background token refresh of a credential kind.
-func (m *Metrics) RefreshAhead(kind string) { m.tokenCache.WithLabelValues("refresh_ahead", kind).Inc() }
+func (m *Metrics) RefreshAhead(kind string) {
+	m.tokenCache.WithLabelValues("refresh_ahead", kind).Inc()
+}
 
 // UpstreamCall records one call to an auth server endpoint.
 func (m *Metrics) UpstreamCall(endpoint, outcome string, d time.Duration) {
