@@ -122,6 +122,10 @@ func connectError(err error) *connect.Error {
 		code, msg = connect.CodeDeadlineExceeded, "the deadline passed before a token was ready"
 	case errors.Is(err, token.ErrAPIUserNotFound), errors.Is(err, store.ErrAPIUserNotFound):
 		code, msg = connect.CodeNotFound, "no such API user"
+	case errors.Is(err, token.ErrAPIKeyNotFound), errors.Is(err, store.ErrAPIKeyNotFound):
+		code, msg = connect.CodeNotFound, "no such API key"
+	case errors.Is(err, token.ErrAPIKeyRejected):
+		code, msg = connect.CodeFailedPrecondition, "Trackunit rejected this API key's credentials; register them again with CreateApiKey"
 	case errors.Is(err, token.ErrAPIUserRejected):
 		code, msg = connect.CodeFailedPrecondition, "Trackunit rejected this API user's credentials; register them again with CreateApiUser"
 	case errors.Is(err, token.ErrNotFound), errors.Is(err, store.ErrNotFound):

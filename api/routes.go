@@ -81,6 +81,9 @@ type InternalDeps struct {
 	// GetApiUserToken; without them those calls are unimplemented.
 	APIUsers      APIUserRegistry
 	APIUserBroker APIUserBroker
+	// APIKeys and APIKeyBroker serve ApiKeyService and GetApiKeyToken.
+	APIKeys      APIKeyRegistry
+	APIKeyBroker APIKeyBroker
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -94,6 +97,7 @@ type InternalStore interface {
 //	POST /irisx.broker.v1.TokenService/*    GetToken, GetApiUserToken (INTERNAL_API_TOKENS)
 //	POST /irisx.broker.v1.InstallService/*  ListInstalls, GetInstall (ADMIN_API_TOKENS)
 //	POST /irisx.broker.v1.ApiUserService/*  CreateApiUser, ListApiUsers, DeleteApiUser (ADMIN_API_TOKENS)
+//	POST /irisx.broker.v1.ApiKeyService/*   CreateApiKey, ListApiKeys, DeleteApiKey (ADMIN_API_TOKENS)
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
 //	GET  /metrics                           Prometheus text format
@@ -112,13 +116,16 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	mount := func(path string, h http.Handler) { e.Any(path+"*", echo.WrapHandler(h)) }
 
 	mount(brokerv1connect.NewTokenServiceHandler(
-		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker},
+		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker, apiKeys: d.APIKeyBroker},
 		connect.WithInterceptors(internalAuth, errs)))
 	mount(brokerv1connect.NewInstallServiceHandler(
 		&installService{store: d.Store},
 		connect.WithInterceptors(adminAuth, errs)))
 	mount(brokerv1connect.NewApiUserServiceHandler(
 		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker},
+		connect.WithInterceptors(adminAuth, errs)))
+	mount(brokerv1connect.NewApiKeyServiceHandler(
+		&apiKeyService{store: d.APIKeys, broker: d.APIKeyBroker},
 		connect.WithInterceptors(adminAuth, errs)))
 
 	registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)

@@ -209,7 +209,9 @@ func (s *Store) CreateAPIUser(ctx context.Context, u NewAPIUser) (APIUser, error
 				client_secret_enc = EXCLUDED.client_secret_enc, password_enc = EXCLUDED.password_enc,
 				token_key_id = NULL, refresh_token_enc = NULL, access_token_enc = NULL,
 				token_type = NULL, token_scopes = NULL, token_expires_at = NULL,
-				updated_at = EXCLUDED.updated_at, last_error = NULL
+				updated_at = EXCLUDED.updated_at, last_error = NULL,
+				-- a refresh in flight with the old credentials must not commit
+				lease_owner = NULL, lease_until = NULL
 			RETURNING `+apiUserColumns,
 			u.Name, u.Username, u.Scopes, keyID, cipher[0], cipher[1], cipher[2], now)
 		var err error

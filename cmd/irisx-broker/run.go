@@ -23,6 +23,7 @@ commands:
   keys reencrypt [--batch N]
   installs list [--app ID] [--status S] [--json]
   api-users add|list|delete   register Trackunit API users (api-users help for flags)
+  api-keys add|list|delete    register Trackunit API keys (api-keys help for flags)
 `
 
 // run is the whole program, with its inputs and outputs injected so tests
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 		err = runInstalls(ctx, rest, lookup, stdout)
 	case "api-users":
 		err = runAPIUsers(ctx, rest, lookup, stdin, stdout)
+	case "api-keys":
+		err = runAPIKeys(ctx, rest, lookup, stdin, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -57,6 +60,5 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 	if err != nil && !errors.Is(err, errReported) {
 		fmt.Fprintf(stderr, "irisx-broker %s: %v\n", cmd, err)
 	}
-	_ = stdin
 	return err
 }

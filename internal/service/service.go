@@ -34,6 +34,10 @@ import (
 // have stopped accepting, after the drain.
 const ShutdownTimeout = 30 * time.Second
 
+// MaxFetches bounds the detached upstream token fetches in flight across
+// every credential kind; past it a fetch fails at once as unavailable.
+const MaxFetches = 512
+
 // Deps are what the service takes besides its configuration. The zero
 // value is production: the wall clock, outbound clients that never follow
 // redirects, logs discarded.
@@ -71,6 +75,7 @@ type Service struct {
 	// Installs serves install tokens, APIUsers API-user tokens.
 	Installs *token.Broker
 	APIUsers *token.APIUsers
+	APIKeys  *token.APIKeyTokens
 	Metrics  *metrics.Metrics
 
 	public, internal     *http.Server
@@ -140,9 +145,12 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		func() float64 { return s.Verifier.KeySetAge().Seconds() })
 
 	tokenHTTP := outbound.NoRedirects(d.TokenHTTP)
+	// One cap on detached upstream fetches for every kind together.
+	fetches := token.NewLimiter(MaxFetches)
 	s.Installs, err = token.New(token.Config{
 		AuthURL: cfg.AuthURL, DefaultScopes: cfg.DefaultScopes, RefreshMargin: cfg.TokenRefreshMargin,
 		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m,
+		Fetches: fetches, Confirmed: s.Store.ListenerConfirmed,
 	}, s.Store)
 	if err != nil {
 		return nil, err
@@ -150,6 +158,14 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 	s.APIUsers, err = token.NewAPIUsers(token.APIUsersConfig{
 		AuthURL: cfg.AuthURL, RefreshMargin: cfg.TokenRefreshMargin,
 		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m,
+	}, s.Store)
+	if err != nil {
+		return nil, err
+	}
+	s.APIKeys, err = token.NewAPIKeys(token.Config{
+		AuthURL: cfg.AuthURL, RefreshMargin: cfg.TokenRefreshMargin,
+		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m,
+		Fetches: fetches, Confirmed: s.Store.ListenerConfirmed,
 	}, s.Store)
 	if err != nil {
 		return nil, err
@@ -169,7 +185,8 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		Verifier: s.Verifier, Store: s.Store, Broker: s.Installs, Metrics: m.Handler(),
 		InternalTokens: cfg.InternalAPITokens, AdminTokens: cfg.AdminAPITokens,
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
-		APIUsers: s.Store, APIUserBroker: s.APIUsers, Listening: ready,
+		APIUsers: s.Store, APIUserBroker: s.APIUsers, APIKeys: s.Store, APIKeyBroker: s.APIKeys,
+		Listening: ready,
 	})
 	s.public = newHTTPServer(publicHandler, false)
 	s.internal = newHTTPServer(internalHandler, true)
@@ -181,6 +198,15 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		return nil, fmt.Errorf("INTERNAL_ADDR: %w", err)
 	}
 	return s, nil
+}
+
+// changed drops what this replica caches of a changed install or API key.
+func (s *Service) changed(irisAppID, accountID string) {
+	if irisAppID == store.APIKeyNotifyApp {
+		s.APIKeys.Invalidate(accountID)
+		return
+	}
+	s.Installs.Invalidate(irisAppID, accountID)
 }
 
 // PublicAddr and InternalAddr are the bound listener addresses.
@@ -221,8 +247,9 @@ func (s *Service) run(ctx context.Context) error {
 	goBG(func() { s.Verifier.Run(bg) })
 	goBG(func() { s.Installs.Run(bg) })
 	goBG(func() {
-		err := s.Store.Listen(bg, s.Installs.Invalidate, func() {
+		err := s.Store.Listen(bg, s.changed, func() {
 			s.Installs.InvalidateAll()
+			s.APIKeys.InvalidateAll()
 			s.listening.Store(true)
 		}, func(error) { s.listening.Store(false) })
 		if err != nil && bg.Err() == nil {
