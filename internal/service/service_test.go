@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/crypto"
@@ -352,5 +354,178 @@ func TestShutdownDrainsWithoutFailedRequests(t *testing.T) {
 	}
 	if failed.Load() != 0 || ok.Load() == 0 {
 		t.Errorf("during the drain: %d requests ok, %d failed; want none failed", ok.Load(), failed.Load())
+	}
+}
+
+// With /token hanging for 20 API users and /apptoken for 50 installs, on a
+// pool of 4 connections, callbacks, listings and /readyz keep answering:
+// no connection is held while Trackunit answers, and no session sits idle
+// in a transaction.
+func TestHangingTrackunitDoesNotStarveThePool(t *testing.T) {
+	f := newFleet(t)
+	in := f.start(func(c *config.Config) { c.DatabaseURL = crypto.Secret(f.dbURL + "&pool_max_conns=4") })
+	ctx := context.Background()
+	accounts := make([]string, 50)
+	for i := range accounts {
+		accounts[i] = uuid.NewString()
+		f.install(in, accounts[i])
+	}
+	for i := range 20 {
+		id, secret := trackunitsim.NewClientCredentials()
+		user := fmt.Sprintf("u%d@example.com", i)
+		f.sim.AddUser(user, "pw", id, secret)
+		if _, err := in.Store.CreateAPIUser(ctx, store.NewAPIUser{Name: fmt.Sprintf("u%d", i), Username: user,
+			Password: "pw", ClientID: crypto.Secret(id), ClientSecret: secret}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.sim.InjectFault(trackunitsim.EndpointToken, trackunitsim.Fault{Hang: true})
+	f.sim.InjectFault(trackunitsim.EndpointAppToken, trackunitsim.Fault{Hang: true})
+	hctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, _ = in.APIUsers.Token(hctx, fmt.Sprintf("u%d", i), 0) }()
+	}
+	for _, a := range accounts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = in.Installs.Token(hctx, token.Request{IrisAppID: testApp, AccountID: a})
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // every call is now waiting on Trackunit
+
+	timed := func(what string, fn func() error) {
+		t.Helper()
+		start := time.Now()
+		err := fn()
+		if d := time.Since(start); err != nil || d > time.Second {
+			t.Errorf("%s while Trackunit hangs: %v after %v, want an answer within 1 s", what, err, d)
+		}
+	}
+	timed("an install callback", func() error {
+		_, err := in.Store.ApplyInstallEvent(ctx, store.InstallEvent{Type: store.TypeUninstalled, IrisAppID: testApp, AccountID: accounts[0]})
+		return err
+	})
+	timed("ListInstalls", func() error { _, err := in.Store.ListInstalls(ctx, store.ListFilter{Limit: 10}); return err })
+	timed("/readyz", func() error {
+		resp, err := http.Get("http://" + in.PublicAddr() + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	var idle int
+	if err := in.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND state LIKE 'idle in transaction%'`).Scan(&idle); err != nil {
+		t.Fatal(err)
+	}
+	if idle != 0 {
+		t.Errorf("%d sessions idle in transaction while Trackunit hangs, want 0", idle)
+	}
+	cancel()
+	wg.Wait()
+}
+
+// A deaf replica: its LISTEN connection is cut and its role can no longer
+// log in. /readyz turns 503, a warning is logged, and an UNINSTALLED
+// committed through another replica refuses the cached token there within
+// about a second.
+func TestDeafReplicaDoesNotFailOpen(t *testing.T) {
+	f := newFleet(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, f.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(context.Background()) })
+	role := "deaf_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	for _, q := range []string{
+		"CREATE ROLE " + role + " LOGIN",
+		"GRANT ALL ON ALL TABLES IN SCHEMA public TO " + role,
+		"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO " + role,
+	} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		c := context.Background()
+		_, _ = admin.Exec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
+		_, _ = admin.Exec(c, "DROP OWNED BY "+role)
+		_, _ = admin.Exec(c, "DROP ROLE "+role)
+	})
+	u, err := url.Parse(f.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	a := f.start(nil)
+	deaf := f.start(func(c *config.Config) { c.DatabaseURL = crypto.Secret(u.String()) })
+
+	account := uuid.NewString()
+	f.install(a, account)
+	req := token.Request{IrisAppID: testApp, AccountID: account}
+	if _, err := deaf.Installs.Token(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE usename = $1 AND application_name = $2`, role, store.ListenApplicationName); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deaf replica to report not ready", func() bool {
+		resp, err := http.Get("http://" + deaf.PublicAddr() + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	if !strings.Contains(f.logs.String(), "install change listener disconnected") {
+		t.Error("losing the listener logged no warning")
+	}
+	if _, err := deaf.Installs.Token(ctx, req); err != nil {
+		t.Fatalf("the cached token, still current, was refused: %v", err)
+	}
+	if _, err := a.Store.ApplyInstallEvent(ctx, store.InstallEvent{Type: store.TypeUninstalled, IrisAppID: testApp, AccountID: account}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the deaf replica to refuse the uninstalled install", func() bool {
+		_, err := deaf.Installs.Token(ctx, req)
+		return errors.Is(err, token.ErrUninstalled)
+	})
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("the deaf replica served the revoked token for %v, want about 1 s at most", d)
+	}
+}
+
+// Read your writes: a new INSTALLED answered by a replica is never followed
+// there by a token of the credentials it replaced, 100 times over.
+func TestReadYourWrites(t *testing.T) {
+	f := newFleet(t)
+	in := f.start(nil)
+	ctx := context.Background()
+	account := uuid.NewString()
+	req := token.Request{IrisAppID: testApp, AccountID: account}
+	for i := range 100 {
+		id := f.install(in, account)
+		tok, err := in.Installs.Token(ctx, req)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		info, ok := f.sim.TokenInfo(tok.AccessToken.Reveal())
+		if !ok || info.Subject != id {
+			t.Fatalf("round %d: the token is of other credentials than the install just stored", i)
+		}
 	}
 }
