@@ -135,9 +135,9 @@ func (s *Store) CreateAPIKey(ctx context.Context, k NewAPIKey) (APIKey, error) {
 		return s.inTx(ctx, func(tx pgx.Tx) error {
 			rows, _ := tx.Query(ctx, `INSERT INTO api_keys AS k (name, scopes, status, key_id, client_id_enc,
 					client_secret_enc, client_id_hint, credentials_version, created_at, updated_at)
-				VALUES ($1, $2, 'active', $3, $4, $5, $6, 1, $7, $7)
+				VALUES ($1, $2, '`+string(APIUserActive)+`', $3, $4, $5, $6, 1, $7, $7)
 				ON CONFLICT (name) DO UPDATE SET
-					scopes = EXCLUDED.scopes, status = 'active', key_id = EXCLUDED.key_id,
+					scopes = EXCLUDED.scopes, status = '`+string(APIUserActive)+`', key_id = EXCLUDED.key_id,
 					client_id_enc = EXCLUDED.client_id_enc, client_secret_enc = EXCLUDED.client_secret_enc,
 					client_id_hint = EXCLUDED.client_id_hint, credentials_version = k.credentials_version + 1,
 					updated_at = EXCLUDED.updated_at, last_error = NULL
@@ -256,8 +256,8 @@ func (s *Store) APIKeyCredentials(ctx context.Context, name string) (APIKeyCrede
 func (s *Store) MarkAPIKeyRejected(ctx context.Context, name string, version int64, lastError string) error {
 	err := s.retry(ctx, func() error {
 		_, err := s.pool.Exec(ctx, `WITH marked AS (
-				UPDATE api_keys SET status = 'credentials_rejected', last_error = $3, updated_at = $4
-				WHERE name = $1 AND credentials_version = $2 AND status = 'active'
+				UPDATE api_keys SET status = '`+string(APIUserCredentialsRejected)+`', last_error = $3, updated_at = $4
+				WHERE name = $1 AND credentials_version = $2 AND status = '`+string(APIUserActive)+`'
 				RETURNING name
 			), dropped AS (
 				DELETE FROM shared_tokens WHERE kind = $5 AND credential IN (SELECT name FROM marked)

@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,7 +113,7 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 			return nil, fmt.Errorf("applying migrations: %w", err)
 		}
 	}
-	if s.Pool, err = store.Open(ctx, cfg.DatabaseURL.Reveal()); err != nil {
+	if s.Pool, err = store.Open(ctx, withStatementTimeout(cfg.DatabaseURL.Reveal())); err != nil {
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
 	opts := []store.Option{store.WithLogger(log)}
@@ -368,6 +370,29 @@ func newHTTPServer(h http.Handler, h2c bool) *http.Server {
 		s.Protocols = &p
 	}
 	return s
+}
+
+// StatementTimeout bounds every query of the broker's own pool (each is a
+// short statement; none waits on Trackunit), unless DATABASE_URL sets
+// statement_timeout itself. Migrations run over DATABASE_DIRECT_URL
+// without it.
+const StatementTimeout = 10 * time.Second
+
+// withStatementTimeout adds statement_timeout to a postgres:// URL that has
+// none; pgx sends unknown URL parameters as session settings. A URL that
+// does not parse is passed on for store.Open to refuse.
+func withStatementTimeout(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return raw
+	}
+	q := u.Query()
+	if q.Has("statement_timeout") {
+		return raw
+	}
+	q.Set("statement_timeout", strconv.FormatInt(StatementTimeout.Milliseconds(), 10))
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // checkKeyIDs refuses to start when stored ciphertexts use key ids the
