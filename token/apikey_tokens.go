@@ -124,7 +124,9 @@ func (apiKeyKind) label() string    { return "API key" }
 func (apiKeyKind) endpoint() string { return "token_v2" }
 func (apiKeyKind) rejected() error  { return ErrAPIKeyRejected }
 
-func (apiKeyKind) attrs(f fetchReq) []slog.Attr { return []slog.Attr{slog.String("api_key", f.account)} }
+func (apiKeyKind) attrs(f fetchReq) []slog.Attr {
+	return []slog.Attr{slog.String("api_key", f.account)}
+}
 
 func (apiKeyKind) sharedKey(f fetchReq) store.TokenKey {
 	return store.TokenKey{Kind: store.TokenKindAPIKey, Credential: f.account, Scopes: joinScopes(f.scopes)}
