@@ -42,13 +42,11 @@ type APIUserStore interface {
 	ReleaseAPIUserLease(ctx context.Context, name, owner string) error
 }
 
-// APIUserObserver receives a metrics event per upstream attempt;
-// *metrics.Metrics satisfies it.
-type APIUserObserver interface {
-	// UpstreamCall is called after each attempt at endpoint "token" with one
-	// of the outcomes listed on Observer.Upstream.
-	UpstreamCall(endpoint, outcome string, d time.Duration)
-}
+// apiUserKind is the API user kind's metrics label.
+const apiUserKind = "api_user"
+
+// APIUserTokens is the broker of Trackunit API users' tokens.
+type APIUserTokens = APIUsers
 
 // APIUsersConfig configures APIUsers. Zero values take the defaults.
 type APIUsersConfig struct {
@@ -85,7 +83,7 @@ type APIUsersConfig struct {
 	// Logger receives operational logs (default: discarded).
 	Logger *slog.Logger
 	// Observer receives metrics events (optional).
-	Observer APIUserObserver
+	Observer Observer
 }
 
 // APIUsers hands out access tokens for registered Trackunit API users. The
@@ -102,7 +100,7 @@ type APIUsers struct {
 	owner      string
 	leaseFor   time.Duration
 	policy
-	obs APIUserObserver
+	obs Observer
 	// afterUpstream, set by tests only, runs once Trackunit has answered a
 	// grant with tokens and before they are committed; an error aborts the
 	// transaction as a crash at that moment would.
@@ -163,7 +161,7 @@ func NewAPIUsers(cfg APIUsersConfig, st APIUserStore) (*APIUsers, error) {
 		mem: make(map[string]*userEntry),
 	}
 	if b.obs == nil {
-		b.obs = nopAPIUserObserver{}
+		b.obs = nopObserver{}
 	}
 	b.owner = newOwnerID()
 	b.leaseFor = orDefault(cfg.LeaseTimeout, b.fetchTimeout+time.Second)
@@ -188,6 +186,7 @@ func (b *APIUsers) Token(ctx context.Context, name string, minValid time.Duratio
 			return Token{}, ErrAPIUserRejected
 		}
 		if left(e.view, now) > need {
+			b.obs.CacheHit(apiUserKind)
 			tok := tokenOf(e.view)
 			b.refreshAheadLocked(ctx, name, e, now)
 			b.mu.Unlock()
@@ -195,6 +194,7 @@ func (b *APIUsers) Token(ctx context.Context, name string, minValid time.Duratio
 		}
 	}
 	b.mu.Unlock()
+	b.obs.CacheMiss(apiUserKind)
 	tok, err := b.fetch(ctx, name, need)
 	if err == nil {
 		// A token read from the database may already be inside its margin.
