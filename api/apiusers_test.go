@@ -5,9 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/irisx-broker/irisx-broker/api"
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
 	"github.com/irisx-broker/irisx-broker/crypto"
@@ -35,23 +32,7 @@ type userHarness struct {
 func newUserHarness(t *testing.T) *userHarness {
 	t.Helper()
 	h := newHarness(t, harnessOptions{})
-	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	b, err := token.NewAPIUsers(token.APIUsersConfig{AuthURL: h.simURL, HTTPClient: &http.Client{Timeout: 5 * time.Second},
-		Logger: logger, Sleep: func(context.Context, time.Duration) error { return nil }}, h.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(api.NewInternal(api.InternalDeps{
-		Verifier: h.verifier, Store: h.store, Broker: h.broker,
-		InternalTokens: []crypto.Secret{internalToken}, AdminTokens: []crypto.Secret{adminToken},
-		Logger: logger, APIUsers: h.store, APIUserBroker: b,
-	}))
-	srv.Config.Protocols = new(http.Protocols)
-	srv.Config.Protocols.SetHTTP1(true)
-	srv.Config.Protocols.SetUnencryptedHTTP2(true)
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return &userHarness{harness: h, apiUsers: b, url: srv.URL}
+	return &userHarness{harness: h, apiUsers: h.svc.APIUsers, url: h.internal.URL}
 }
 
 // apiUserRPC calls a procedure with the Connect protocol's JSON, as curl would.
@@ -239,10 +220,4 @@ func TestApiUserAuthAndValidation(t *testing.T) {
 		t.Errorf("refused calls stored %d API users", n)
 	}
 
-	// Without API user dependencies the calls exist but are unimplemented.
-	for procedure, bearer := range map[string]string{procGetAPIUserToken: internalToken, procListAPIUsers: adminToken} {
-		if status, m, raw := apiUserRPC(t, h.internal.URL, procedure, bearer, `{"name":"ops"}`); status != http.StatusNotImplemented || m["code"] != "unimplemented" {
-			t.Errorf("%s without API users configured: %d %s", procedure, status, raw)
-		}
-	}
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/irisx-broker/irisx-broker/identity"
+	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -42,9 +42,9 @@ func TestInstallIdentityAttacks(t *testing.T) {
 	}))
 	defer attacker.Close()
 
-	h := newHarness(t, harnessOptions{identity: func(c *identity.Config) {
-		c.Issuer = "https://iris.trackunit.com"
-		c.Audience = "irisx-broker"
+	h := newHarness(t, harnessOptions{config: func(c *config.Config) {
+		c.IdentityIssuer = "https://iris.trackunit.com"
+		c.IdentityAudience = "irisx-broker"
 	}, simOptions: trackunitsim.Options{Issuer: "https://iris.trackunit.com", Audience: "irisx-broker"}})
 	account := uuid.NewString()
 	now := time.Now()
@@ -136,7 +136,7 @@ func TestInstallIdentityAttacks(t *testing.T) {
 func TestInstallIdentityAccepted(t *testing.T) {
 	var ecKID string
 	h := newHarness(t, harnessOptions{
-		identity: func(c *identity.Config) { c.Audience = "irisx-broker" },
+		config: func(c *config.Config) { c.IdentityAudience = "irisx-broker" },
 		prepare: func(sim *trackunitsim.Sim) {
 			var err error
 			if ecKID, err = sim.AddKey("ES256"); err != nil {

@@ -91,7 +91,7 @@ func serveEdge(h *harness, req *http.Request, body io.Reader) edgeResult {
 	req.Body = io.NopCloser(cr)
 	before := api.InflatedBytes()
 	rec := httptest.NewRecorder()
-	h.internal.Config.Handler.ServeHTTP(rec, req)
+	h.internal.Handler.ServeHTTP(rec, req)
 	res := rec.Result()
 	raw, _ := io.ReadAll(res.Body)
 	out := edgeResult{status: res.StatusCode, bodyRead: cr.n.Load(), inflated: api.InflatedBytes() - before}
@@ -232,7 +232,7 @@ func TestEdgeAttacksOverH2C(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.NewServer(h.internal.Config.Handler, true)
+	srv := api.NewServer(h.internal.Handler, true)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 

@@ -76,6 +76,9 @@ var errorTable = []errorRow{
 
 	{is(token.ErrAPIUserNotFound), answerNotFound.with("no such API user")},
 	{is(store.ErrAPIUserNotFound), answerNotFound.with("no such API user")},
+	{is(token.ErrAPIKeyNotFound), answerNotFound.with("no such API key")},
+	{is(store.ErrAPIKeyNotFound), answerNotFound.with("no such API key")},
+	{is(token.ErrAPIKeyRejected), answerRejected.with("Trackunit rejected this API key's credentials; register them again with CreateApiKey")},
 	{is(token.ErrAPIUserRejected), answerRejected.with("Trackunit rejected this API user's credentials; register them again with CreateApiUser")},
 	{is(token.ErrNotFound), answerNotFound.with("no such install")},
 	{is(store.ErrNotFound), answerNotFound.with("no such install")},
@@ -90,6 +93,7 @@ var errorTable = []errorRow{
 	// Before token.ErrUnavailable, which wraps a failed credentials read:
 	// the caller is told the database failed, not Trackunit.
 	{store.IsDatabaseFailure, answerUnavailable.with("the database is unavailable; retry later")},
+	{is(store.ErrDatabase), answerUnavailable.with("the database is unavailable; retry later")},
 	{is(token.ErrUnavailable), answerUnavailable.with("Trackunit's token endpoint is unavailable; retry later")},
 
 	{is(derrors.NotFound), answerNotFound},

@@ -8,15 +8,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/irisx-broker/irisx-broker/api"
+	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/identity"
+	"github.com/irisx-broker/irisx-broker/internal/service"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
@@ -24,21 +24,30 @@ import (
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
-// harness is the public listener wired to a real verifier (against the
-// simulator's JWKS), a real store on a fresh database, and captured logs.
+// harness is the whole service, as serve assembles it (internal/service),
+// on a fresh database, against the simulator, with captured logs.
 type harness struct {
 	t        *testing.T
 	sim      *trackunitsim.Sim
 	simURL   string
 	dbURL    string
+	svc      *service.Service
 	pool     *pgxpool.Pool
 	store    *store.Store
 	keys     *crypto.Keyring
 	verifier *identity.Verifier
-	public   *httptest.Server
-	internal *httptest.Server
+	public   endpoint
+	internal endpoint
 	broker   *token.Broker
 	logs     *testkit.Buffer
+}
+
+// endpoint is one of the service's listeners.
+// endpoint is a listener of the harness's service: its URL, and its
+// handler for tests that call it in process.
+type endpoint struct {
+	URL     string
+	Handler http.Handler
 }
 
 // Bearer tokens of the harness's internal listener.
@@ -49,24 +58,20 @@ const (
 
 type harnessOptions struct {
 	allowedApps []string
-	identity    func(*identity.Config)
 	simOptions  trackunitsim.Options
 	// dbURL overrides the database the store talks to (e.g. via a proxy).
 	dbURL func(url string) string
 	// prepare runs on the simulator before the verifier first loads its keys.
 	prepare func(*trackunitsim.Sim)
-	// token adjusts the broker's configuration.
-	token func(*token.Config)
+	// config adjusts the service's configuration.
+	config func(*config.Config)
 }
 
 const testKeys = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	h := &harness{t: t, logs: &testkit.Buffer{}}
-	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	sim, err := trackunitsim.New(o.simOptions)
 	if err != nil {
@@ -85,88 +90,57 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if o.dbURL != nil {
 		storeURL = o.dbURL(h.dbURL)
 	}
-	pool, err := store.Open(ctx, storeURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	h.pool = pool
 	if h.keys, err = crypto.ParseKeyring(testKeys); err != nil {
 		t.Fatal(err)
 	}
-	h.store = store.New(pool, h.keys, store.WithLogger(logger))
-
-	cfg := identity.Config{
-		JWKSURL: simSrv.URL + "/api/marketplace/jwks",
-		Leeway:  60 * time.Second,
-		MaxAge:  10 * time.Minute,
-		Logger:  logger,
-	}
-	if o.identity != nil {
-		o.identity(&cfg)
-	}
-	v, err := identity.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.verifier = v
-	done := make(chan struct{})
-	go func() { v.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "JWKS loaded", v.Ready)
-
-	profiles := api.NewProfileRecorder(h.store, logger, nil)
-	profilesDone := make(chan struct{})
-	go func() { profiles.Run(ctx); close(profilesDone) }()
-	t.Cleanup(func() { cancel(); <-profilesDone })
-	h.public = httptest.NewServer(api.NewPublic(api.PublicDeps{
-		Verifier: v, Store: h.store, AllowedApps: o.allowedApps, Logger: logger, Profiles: profiles,
-	}))
-	t.Cleanup(h.public.Close)
-
-	tcfg := token.Config{
-		AuthURL:       simSrv.URL,
-		DefaultScopes: []string{"asset.view"},
-		HTTPClient:    &http.Client{Timeout: 5 * time.Second},
-		Logger:        logger,
-		Sleep:         func(context.Context, time.Duration) error { return nil },
-	}
-	if o.token != nil {
-		o.token(&tcfg)
-	}
-	if h.broker, err = token.New(tcfg, h.store); err != nil {
-		t.Fatal(err)
-	}
-	brokerDone := make(chan struct{})
-	go func() { h.broker.Run(ctx); close(brokerDone) }()
-	listenDone := startListener(t, ctx, h.store, h.broker)
-	t.Cleanup(func() { cancel(); <-brokerDone; <-listenDone })
-	h.internal = httptest.NewUnstartedServer(api.NewInternal(api.InternalDeps{
-		Verifier: v, Store: h.store, Broker: h.broker,
-		InternalTokens: []crypto.Secret{internalToken}, AdminTokens: []crypto.Secret{adminToken},
-		AllowedApps: o.allowedApps, Logger: logger, Profiles: h.store,
-	}))
-	h.internal.Config.Protocols = new(http.Protocols)
-	h.internal.Config.Protocols.SetHTTP1(true)
-	h.internal.Config.Protocols.SetUnencryptedHTTP2(true)
-	h.internal.Start()
-	t.Cleanup(h.internal.Close)
+	h.start(storeURL, o)
 	return h
 }
 
-// startListener runs the install-change listener, as serve does, and
-// returns once it has connected: its first connect flushes the token cache,
-// which would otherwise drop tokens a test has just cached.
-func startListener(t *testing.T, ctx context.Context, st *store.Store, b *token.Broker) <-chan struct{} {
+// start runs a service for h on storeURL and waits until it is ready.
+func (h *harness) start(storeURL string, o harnessOptions) {
+	t := h.t
 	t.Helper()
-	var connected atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := &config.Config{
+		DatabaseURL: crypto.Secret(storeURL), DatabaseDirectURL: crypto.Secret(storeURL),
+		PublicAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", Keyring: h.keys,
+		InternalAPITokens: []crypto.Secret{internalToken}, AdminAPITokens: []crypto.Secret{adminToken},
+		JWKSURL: h.simURL + "/api/marketplace/jwks", AuthURL: h.simURL,
+		IdentityLeeway: 60 * time.Second, IdentityMaxAge: 10 * time.Minute,
+		AllowedAppIDs: o.allowedApps, DefaultScopes: []string{"asset.view"}, TokenRefreshMargin: 5 * time.Minute,
+	}
+	if o.config != nil {
+		o.config(cfg)
+	}
+	svc, err := service.New(ctx, cfg, service.Deps{
+		Logger: logger, TokenHTTP: &http.Client{Timeout: 5 * time.Second},
+		TokenSleep: func(context.Context, time.Duration) error { return nil },
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
 	done := make(chan struct{})
-	go func() {
-		_ = st.Listen(ctx, b.Invalidate, func() { b.InvalidateAll(); connected.Store(true) })
-		close(done)
-	}()
-	waitFor(t, "the install-change listener to connect", connected.Load)
-	return done
+	go func() { _ = svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h.svc, h.pool, h.store, h.verifier, h.broker = svc, svc.Pool, svc.Store, svc.Verifier, svc.Installs
+	h.public = endpoint{URL: "http://" + svc.PublicAddr(), Handler: svc.PublicHandler()}
+	h.internal = endpoint{URL: "http://" + svc.InternalAddr(), Handler: svc.InternalHandler()}
+	waitFor(t, "JWKS loaded", h.verifier.Ready)
+	// The listener's first connect flushes the token cache, which would
+	// otherwise drop tokens a test has just cached.
+	waitFor(t, "the install-change listener to connect", svc.Ready)
+}
+
+// newHarnessOn is a second service instance on the same database and
+// simulator as a.
+func newHarnessOn(t *testing.T, a *harness) *harness {
+	t.Helper()
+	b := &harness{t: t, sim: a.sim, simURL: a.simURL, dbURL: a.dbURL, keys: a.keys, logs: &testkit.Buffer{}}
+	b.start(a.dbURL, harnessOptions{})
+	return b
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -8,18 +8,18 @@ import (
 	"github.com/irisx-broker/irisx-broker/token"
 )
 
-// InvalidatingBroker is today's token broker: Token plus Invalidate.
-type InvalidatingBroker interface {
+// ForgettingBroker is the install token broker as the proxy uses it:
+// Token, and Forget for a token Trackunit refused (fleet-wide
+// compare-and-delete; see token.Broker.Forget).
+type ForgettingBroker interface {
 	Broker
-	Invalidate(irisAppID, accountID string)
+	Forget(ctx context.Context, irisAppID, accountID string, scopes []string, rejected crypto.Secret) error
 }
 
-// BrokerProxyTokens adapts today's token broker to ProxyTokens. Its Forget
-// drops every cached token of the install on this replica only; see
-// ProxyTokens.Forget for what the token core should do instead.
-func BrokerProxyTokens(b InvalidatingBroker) ProxyTokens { return brokerTokens{b} }
+// BrokerProxyTokens adapts the install token broker to ProxyTokens.
+func BrokerProxyTokens(b ForgettingBroker) ProxyTokens { return brokerTokens{b} }
 
-type brokerTokens struct{ b InvalidatingBroker }
+type brokerTokens struct{ b ForgettingBroker }
 
 func (t brokerTokens) Token(ctx context.Context, app, account string, scopes []string) (crypto.Secret, error) {
 	tok, err := t.b.Token(ctx, token.Request{IrisAppID: app, AccountID: account, Scopes: scopes})
@@ -29,8 +29,10 @@ func (t brokerTokens) Token(ctx context.Context, app, account string, scopes []s
 	return tok.AccessToken, nil
 }
 
-func (t brokerTokens) Forget(_ context.Context, app, account string, _ []string, _ crypto.Secret) {
-	t.b.Invalidate(app, account)
+// Forget is best effort: when the shared copy cannot be erased, the retry
+// may get the refused token again and its 401 is passed on.
+func (t brokerTokens) Forget(ctx context.Context, app, account string, scopes []string, rejected crypto.Secret) {
+	_ = t.b.Forget(ctx, app, account, scopes, rejected)
 }
 
 // proxyTokenError maps a token failure to the proxy's answer through the

@@ -89,6 +89,9 @@ type InternalDeps struct {
 	Proxy *ProxyDeps
 	// Profiles serves /admin/identity; without it that page is 404.
 	Profiles ProfileStore
+	// APIKeys and APIKeyBroker serve ApiKeyService and GetApiKeyToken.
+	APIKeys      APIKeyRegistry
+	APIKeyBroker APIKeyBroker
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -103,6 +106,7 @@ type InternalStore interface {
 //	POST /irisx.broker.v1.InstallService/*  ListInstalls, GetInstall (ADMIN_API_TOKENS)
 //	POST /irisx.broker.v1.ApiUserService/*  CreateApiUser, ListApiUsers, DeleteApiUser (ADMIN_API_TOKENS)
 //	ANY  /iris/accounts/{accountId}/{path...}  the IRIS API proxy (INTERNAL_API_TOKENS)
+//	POST /irisx.broker.v1.ApiKeyService/*   CreateApiKey, ListApiKeys, DeleteApiKey (ADMIN_API_TOKENS)
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
 //	GET  /admin/identity                    identity tokens and callbacks seen, by shape
@@ -131,11 +135,13 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	opts := append(connectLimits(), errs)
 
 	mount(internalTokens)(brokerv1connect.NewTokenServiceHandler(
-		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker}, opts...))
+		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker, apiKeys: d.APIKeyBroker}, opts...))
 	mount(adminTokens)(brokerv1connect.NewInstallServiceHandler(
 		&installService{store: d.Store}, opts...))
 	mount(adminTokens)(brokerv1connect.NewApiUserServiceHandler(
 		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker}, opts...))
+	mount(adminTokens)(brokerv1connect.NewApiKeyServiceHandler(
+		&apiKeyService{store: d.APIKeys, broker: d.APIKeyBroker}, opts...))
 
 	if d.Proxy != nil {
 		mountProxy(e, *d.Proxy, d.InternalTokens, d.AllowedApps, logger)

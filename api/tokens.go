@@ -26,6 +26,7 @@ type tokenService struct {
 	broker      Broker
 	allowedApps []string
 	apiUsers    APIUserBroker // nil: GetApiUserToken is unimplemented
+	apiKeys     APIKeyBroker  // nil: GetApiKeyToken is unimplemented
 }
 
 var _ brokerv1connect.TokenServiceHandler = (*tokenService)(nil)

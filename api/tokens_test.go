@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,13 +12,10 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
-	"github.com/irisx-broker/irisx-broker/api"
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
+	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/crypto"
-	"github.com/irisx-broker/irisx-broker/internal/testkit"
-	"github.com/irisx-broker/irisx-broker/store"
-	"github.com/irisx-broker/irisx-broker/token"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -200,7 +196,7 @@ func TestGetTokenErrors(t *testing.T) {
 }
 
 func TestGetTokenNoScopesAnywhere(t *testing.T) {
-	h := newHarness(t, harnessOptions{token: func(c *token.Config) { c.DefaultScopes = nil }})
+	h := newHarness(t, harnessOptions{config: func(c *config.Config) { c.DefaultScopes = nil }})
 	account := uuid.NewString()
 	h.install(account)
 	status, m := h.getTokenJSON(internalToken, `{"irisAppId":"`+testApp+`","accountId":"`+account+`"}`)
@@ -304,32 +300,4 @@ func TestTokenSecretsNotLogged(t *testing.T) {
 			t.Errorf("a secret (%d chars) reached the logs or an error", len(s))
 		}
 	}
-}
-
-// newHarnessOn is a second broker instance (store, broker, internal listener)
-// on the same database and simulator as a.
-func newHarnessOn(t *testing.T, a *harness) *harness {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	pool, err := store.Open(ctx, a.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	b := &harness{t: t, sim: a.sim, simURL: a.simURL, dbURL: a.dbURL, pool: pool, keys: a.keys, verifier: a.verifier, public: a.public, logs: &testkit.Buffer{}}
-	b.store = store.New(pool, a.keys)
-	if b.broker, err = token.New(token.Config{AuthURL: a.simURL, DefaultScopes: []string{"asset.view"}}, b.store); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { b.broker.Run(ctx); close(done) }()
-	listenDone := startListener(t, ctx, b.store, b.broker)
-	t.Cleanup(func() { cancel(); <-done; <-listenDone })
-	b.internal = httptest.NewServer(api.NewInternal(api.InternalDeps{
-		Verifier: a.verifier, Store: b.store, Broker: b.broker,
-		InternalTokens: []crypto.Secret{internalToken}, AdminTokens: []crypto.Secret{adminToken},
-	}))
-	t.Cleanup(b.internal.Close)
-	return b
 }

@@ -54,8 +54,8 @@ func New() *Metrics {
 			Name: "irisx_jwks_keys", Help: "Keys in the JWKS currently served.",
 		}),
 		tokenCache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "irisx_token_cache_total", Help: "Token cache lookups: hit, miss, refresh_ahead.",
-		}, []string{"result"}),
+			Name: "irisx_token_cache_total", Help: "Token cache lookups by result (hit, miss, refresh_ahead) and credential kind (install, api_key, api_user).",
+		}, []string{"result", "kind"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "irisx_upstream_requests_total", Help: "Calls to Trackunit's auth server by endpoint and outcome.",
 		}, []string{"endpoint", "outcome"}),
@@ -119,17 +119,14 @@ func (m *Metrics) Rejected(reason string) {
 }
 
 // CacheHit counts a token served from the cache.
-func (m *Metrics) CacheHit() { m.tokenCache.WithLabelValues("hit").Inc() }
+func (m *Metrics) CacheHit(kind string) { m.tokenCache.WithLabelValues("hit", kind).Inc() }
 
-// CacheMiss counts a token request the cache could not serve.
-func (m *Metrics) CacheMiss() { m.tokenCache.WithLabelValues("miss").Inc() }
+// CacheMiss counts a token cache miss of a credential kind.
+func (m *Metrics) CacheMiss(kind string) { m.tokenCache.WithLabelValues("miss", kind).Inc() }
 
-// RefreshAhead counts a background renewal of a token near expiry.
-func (m *Metrics) RefreshAhead() { m.tokenCache.WithLabelValues("refresh_ahead").Inc() }
-
-// Upstream records one call to the auth server's /apptoken.
-func (m *Metrics) Upstream(outcome string, d time.Duration) {
-	m.UpstreamCall("apptoken", outcome, d)
+// RefreshAhead counts a background token refresh of a credential kind.
+func (m *Metrics) RefreshAhead(kind string) {
+	m.tokenCache.WithLabelValues("refresh_ahead", kind).Inc()
 }
 
 // UpstreamCall records one call to an auth server endpoint.

@@ -202,14 +202,16 @@ func (s *Store) CreateAPIUser(ctx context.Context, u NewAPIUser) (APIUser, error
 	err = s.retry(ctx, func() error {
 		rows, _ := s.pool.Query(ctx, `INSERT INTO api_users AS u (name, username, scopes, status,
 				key_id, client_id_enc, client_secret_enc, password_enc, created_at, updated_at)
-			VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $8)
+			VALUES ($1, $2, $3, '`+string(APIUserActive)+`', $4, $5, $6, $7, $8, $8)
 			ON CONFLICT (name) DO UPDATE SET
-				username = EXCLUDED.username, scopes = EXCLUDED.scopes, status = 'active',
+				username = EXCLUDED.username, scopes = EXCLUDED.scopes, status = '`+string(APIUserActive)+`',
 				key_id = EXCLUDED.key_id, client_id_enc = EXCLUDED.client_id_enc,
 				client_secret_enc = EXCLUDED.client_secret_enc, password_enc = EXCLUDED.password_enc,
 				token_key_id = NULL, refresh_token_enc = NULL, access_token_enc = NULL,
 				token_type = NULL, token_scopes = NULL, token_expires_at = NULL,
-				updated_at = EXCLUDED.updated_at, last_error = NULL
+				updated_at = EXCLUDED.updated_at, last_error = NULL,
+				-- a refresh in flight with the old credentials must not commit
+				lease_owner = NULL, lease_until = NULL
 			RETURNING `+apiUserColumns,
 			u.Name, u.Username, u.Scopes, keyID, cipher[0], cipher[1], cipher[2], now)
 		var err error

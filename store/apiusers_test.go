@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/store"
@@ -179,7 +180,7 @@ func TestAPIUserLockedUpdates(t *testing.T) {
 		Username:     "ops@api.example", Password: u.Password, ClientID: u.ClientID, ClientSecret: u.ClientSecret,
 		RequestScopes: []string{"api", "offline_access"},
 	}
-	if diff := cmp.Diff(wantState, st); diff != "" {
+	if diff := cmp.Diff(wantState, st, cmpopts.IgnoreUnexported(store.APIUserState{})); diff != "" {
 		t.Errorf("locked state of a new user (-want +got):\n%s", diff)
 	}
 

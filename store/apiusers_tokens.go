@@ -2,11 +2,13 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
 )
@@ -37,6 +39,9 @@ type APIUserState struct {
 	RequestScopes []string
 	// RefreshToken is the current refresh token; empty when none is stored.
 	RefreshToken crypto.Secret
+	// refreshEnc is its ciphertext as read, which a lease commit checks is
+	// still the stored one.
+	refreshEnc []byte
 }
 
 // APIUserTokens are what a successful grant returned.
@@ -147,6 +152,17 @@ func (s *Store) UpdateAPIUserLocked(ctx context.Context, name string, fn func(AP
 
 // lockAPIUser reads and decrypts the user's row under FOR UPDATE.
 func (s *Store) lockAPIUser(ctx context.Context, tx pgx.Tx, name string) (APIUserState, error) {
+	row := tx.QueryRow(ctx, `SELECT `+apiUserStateColumns+`
+		FROM api_users WHERE name = $1 FOR UPDATE`, name)
+	return s.scanAPIUserState(name, row)
+}
+
+// apiUserStateColumns are what scanAPIUserState reads.
+const apiUserStateColumns = `username, scopes, status, key_id, client_id_enc, client_secret_enc,
+	password_enc, token_key_id, refresh_token_enc, access_token_enc, coalesce(token_type, ''),
+	token_scopes, token_expires_at, last_token_at`
+
+func (s *Store) scanAPIUserState(name string, row pgx.Row, extra ...any) (APIUserState, error) {
 	var (
 		st                            = APIUserState{APIUserToken: APIUserToken{Name: name}}
 		keyID                         string
@@ -155,18 +171,16 @@ func (s *Store) lockAPIUser(ctx context.Context, tx pgx.Tx, name string) (APIUse
 		refreshEnc, accessEnc         []byte
 		expiresAt, obtainedAt         *time.Time
 	)
-	err := tx.QueryRow(ctx, `SELECT username, scopes, status, key_id, client_id_enc, client_secret_enc,
-			password_enc, token_key_id, refresh_token_enc, access_token_enc, coalesce(token_type, ''),
-			token_scopes, token_expires_at, last_token_at
-		FROM api_users WHERE name = $1 FOR UPDATE`, name).
-		Scan(&st.Username, &st.RequestScopes, &st.Status, &keyID, &idEnc, &secretEnc, &passwordEnc,
-			&tokenKeyID, &refreshEnc, &accessEnc, &st.TokenType, &st.Scopes, &expiresAt, &obtainedAt)
+	err := row.
+		Scan(append([]any{&st.Username, &st.RequestScopes, &st.Status, &keyID, &idEnc, &secretEnc, &passwordEnc,
+			&tokenKeyID, &refreshEnc, &accessEnc, &st.TokenType, &st.Scopes, &expiresAt, &obtainedAt}, extra...)...)
 	if errNoRows(err) {
 		return APIUserState{}, ErrAPIUserNotFound
 	}
 	if err != nil {
-		return APIUserState{}, fmt.Errorf("store: lock API user: %w", err)
+		return APIUserState{}, fmt.Errorf("%w: read API user: %w", ErrDatabase, err)
 	}
+	st.refreshEnc = refreshEnc
 	for _, c := range []struct {
 		column string
 		keyID  *string
@@ -198,8 +212,39 @@ func (s *Store) lockAPIUser(ctx context.Context, tx pgx.Tx, name string) (APIUse
 // applyAPIUserUpdate writes upd to the locked row and returns the token as
 // it will be committed.
 func (s *Store) applyAPIUserUpdate(ctx context.Context, tx pgx.Tx, st APIUserState, upd APIUserUpdate) (APIUserToken, error) {
+	out, _, err := s.writeAPIUserUpdate(ctx, tx, st, upd, "")
+	return out, err
+}
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// writeAPIUserUpdate writes upd. With owner set, it writes only while owner
+// holds the user's lease and the stored refresh token is still the one st
+// was read with, and it releases the lease; ok reports whether it wrote.
+func (s *Store) writeAPIUserUpdate(ctx context.Context, db execer, st APIUserState, upd APIUserUpdate, owner string) (_ APIUserToken, ok bool, _ error) {
 	name, out := st.Name, st.APIUserToken
-	var err error
+	var (
+		err error
+		tag pgconn.CommandTag
+	)
+	// $1 is the name; the lease condition's owner and spent refresh token
+	// are appended as the statement's last two arguments.
+	lease := func(n int) (string, string) {
+		if owner == "" {
+			return "", ""
+		}
+		return ", lease_owner = NULL, lease_until = NULL",
+			fmt.Sprintf(" AND lease_owner = $%d AND refresh_token_enc IS NOT DISTINCT FROM $%d", n, n+1)
+	}
+	leaseArgs := func(args ...any) []any {
+		if owner == "" {
+			return args
+		}
+		return append(args, owner, st.refreshEnc)
+	}
 	switch {
 	case upd.Tokens != nil:
 		t := upd.Tokens
@@ -209,7 +254,7 @@ func (s *Store) applyAPIUserUpdate(ctx context.Context, tx pgx.Tx, st APIUserSta
 		}
 		keyID, c, serr := s.sealAll(name, in)
 		if serr != nil {
-			return APIUserToken{}, serr
+			return APIUserToken{}, false, serr
 		}
 		var refreshEnc []byte
 		if len(c) > 1 {
@@ -220,27 +265,94 @@ func (s *Store) applyAPIUserUpdate(ctx context.Context, tx pgx.Tx, st APIUserSta
 			scopes = []string{} // NULL would mean "no access token"
 		}
 		expires, now := pgTime(t.ExpiresAt), s.nowUTC()
-		_, err = tx.Exec(ctx, `UPDATE api_users SET token_key_id = $2, access_token_enc = $3,
+		set, where := lease(9)
+		tag, err = db.Exec(ctx, `UPDATE api_users SET token_key_id = $2, access_token_enc = $3,
 				refresh_token_enc = $4, token_type = $5, token_scopes = $6, token_expires_at = $7,
-				last_token_at = $8, last_error = NULL
-			WHERE name = $1`, name, keyID, c[0], refreshEnc, t.TokenType, scopes, expires, now)
+				last_token_at = $8, last_error = NULL`+set+`
+			WHERE name = $1`+where, leaseArgs(name, keyID, c[0], refreshEnc, t.TokenType, scopes, expires, now)...)
 		out.AccessToken, out.TokenType, out.Scopes, out.ExpiresAt, out.ObtainedAt = t.AccessToken, t.TokenType, scopes, expires, now
 	case upd.Reject:
-		_, err = tx.Exec(ctx, `UPDATE api_users SET status = 'credentials_rejected',
+		set, where := lease(4)
+		tag, err = db.Exec(ctx, `UPDATE api_users SET status = '`+string(APIUserCredentialsRejected)+`',
 				token_key_id = NULL, refresh_token_enc = NULL, access_token_enc = NULL,
 				token_type = NULL, token_scopes = NULL, token_expires_at = NULL,
-				last_error = $2, updated_at = $3
-			WHERE name = $1`, name, clean(upd.LastError, maxLastErrorLen), s.nowUTC())
+				last_error = $2, updated_at = $3`+set+`
+			WHERE name = $1`+where, leaseArgs(name, clean(upd.LastError, maxLastErrorLen), s.nowUTC())...)
 		out = APIUserToken{Name: name, Status: APIUserCredentialsRejected}
 	default:
-		_, err = tx.Exec(ctx, `UPDATE api_users SET
+		set, where := lease(4)
+		tag, err = db.Exec(ctx, `UPDATE api_users SET
 				refresh_token_enc = CASE WHEN $2 THEN NULL ELSE refresh_token_enc END,
 				token_key_id = CASE WHEN $2 AND access_token_enc IS NULL THEN NULL ELSE token_key_id END,
-				last_error = coalesce(NULLIF($3, ''), last_error)
-			WHERE name = $1`, name, upd.DropRefreshToken, clean(upd.LastError, maxLastErrorLen))
+				last_error = coalesce(NULLIF($3, ''), last_error)`+set+`
+			WHERE name = $1`+where, leaseArgs(name, upd.DropRefreshToken, clean(upd.LastError, maxLastErrorLen))...)
 	}
 	if err != nil {
-		return APIUserToken{}, fmt.Errorf("store: update API user tokens: %w", err)
+		return APIUserToken{}, false, fmt.Errorf("%w: update API user tokens: %w", ErrDatabase, err)
 	}
-	return out, nil
+	return out, tag.RowsAffected() == 1, nil
+}
+
+// LeaseAPIUser is the first short step of an API user's refresh: one
+// statement that gives owner the user's lease until leaseUntil when it is
+// free or expired (at now, on the broker's clock) and returns the row
+// decrypted. When another replica holds the lease, leased is false and the
+// state is the row as it is (poll it again). No connection is held after
+// it returns. ErrAPIUserNotFound when there is no such user.
+func (s *Store) LeaseAPIUser(ctx context.Context, name, owner string, now, leaseUntil time.Time) (_ APIUserState, leased bool, _ error) {
+	if !ValidAPIUserName(name) {
+		return APIUserState{}, false, ErrAPIUserNotFound
+	}
+	var st APIUserState
+	err := s.retry(ctx, func() error {
+		var err error
+		// When the lease is taken the row comes from RETURNING: the version
+		// the lease was written to, so a refresh committed by another
+		// replica just before is seen (the statement's snapshot, which the
+		// second branch reads, may predate it; that is fine for polling).
+		st, err = s.scanAPIUserState(name, s.pool.QueryRow(ctx, `WITH taken AS (
+				UPDATE api_users SET lease_owner = $2, lease_until = $3
+				WHERE name = $1 AND (lease_until IS NULL OR lease_until <= $4)
+				RETURNING `+apiUserStateColumns+`
+			)
+			SELECT *, true FROM taken
+			UNION ALL
+			SELECT `+apiUserStateColumns+`, false FROM api_users
+			WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)`, name, owner, pgTime(leaseUntil), pgTime(now)), &leased)
+		return err
+	})
+	if err != nil {
+		return APIUserState{}, false, err
+	}
+	if leased {
+		// The CTE's snapshot is from before the lease; the row's tokens are
+		// unchanged by it.
+		return st, true, nil
+	}
+	return st, false, nil
+}
+
+// CommitAPIUserLease is the second short step: it writes upd only while
+// owner still holds the lease and the stored refresh token is still the one
+// st was read with (the one the refresh spent), and releases the lease. ok
+// is false when either no longer holds: nothing was written, and the new
+// tokens must not be handed out.
+func (s *Store) CommitAPIUserLease(ctx context.Context, st APIUserState, owner string, upd APIUserUpdate) (APIUserToken, bool, error) {
+	if owner == "" {
+		return APIUserToken{}, false, errors.New("store: commit API user lease: empty owner")
+	}
+	return s.writeAPIUserUpdate(ctx, s.pool, st, upd, owner)
+}
+
+// ReleaseAPIUserLease gives owner's lease up without writing anything.
+func (s *Store) ReleaseAPIUserLease(ctx context.Context, name, owner string) error {
+	err := s.retry(ctx, func() error {
+		_, err := s.pool.Exec(ctx, `UPDATE api_users SET lease_owner = NULL, lease_until = NULL
+			WHERE name = $1 AND lease_owner = $2`, name, owner)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w: release API user lease: %w", ErrDatabase, err)
+	}
+	return nil
 }

@@ -243,6 +243,9 @@ func (s *Store) applyExisting(ctx context.Context, rec received, creds *sealed) 
 	if err != nil {
 		return "", false, fmt.Errorf("store: apply install event: %w", err)
 	}
+	if found && (outcome == OutcomeInstalled || outcome == OutcomeUninstalled) {
+		s.changed(rec.key)
+	}
 	return outcome, found, nil
 }
 
@@ -266,6 +269,9 @@ func (s *Store) applyLocked(ctx context.Context, tx pgx.Tx, rec received, creds 
 	b.Queue(insertEventSQL, rec.eventArgs(p.outcome)...)
 	if p.notify {
 		b.Queue(notifySQL, ChannelInstallChanged, rec.key.notifyPayload())
+		// The fleet's tokens of the replaced or erased credentials go with
+		// them.
+		b.Queue(deleteSharedTokensSQL, TokenKindInstall, InstallCredential(rec.key.IrisAppID, rec.key.AccountID))
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return "", true, err

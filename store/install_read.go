@@ -335,3 +335,28 @@ func (s *Store) pageTokenMAC(body []byte, app string, status InstallStatus) []by
 	}
 	return m.Sum(nil)
 }
+
+// InstallVersion reads an install's status and credentials version, for a
+// replica that must check its cached token is still of the current
+// credentials. ErrNotFound when there is no such install.
+func (s *Store) InstallVersion(ctx context.Context, irisAppID, accountID string) (InstallStatus, int64, error) {
+	key, err := installKey(irisAppID, accountID)
+	if err != nil {
+		return "", 0, ErrNotFound
+	}
+	var (
+		st      InstallStatus
+		version int64
+	)
+	err = s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT status, credentials_version FROM installs
+			WHERE iris_app_id = $1 AND account_id = $2`, key.IrisAppID, key.AccountID).Scan(&st, &version)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", 0, ErrNotFound
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: read install version: %w", ErrDatabase, err)
+	}
+	return st, version, nil
+}

@@ -23,13 +23,15 @@ func (s *Store) MarkCredentialsRejected(ctx context.Context, irisAppID, accountI
 	// the same implicit transaction.
 	err = s.retry(ctx, func() error {
 		_, err := s.pool.Exec(ctx, `WITH marked AS (
-			UPDATE installs SET status = 'credentials_rejected', last_error = $4, updated_at = $5
-			WHERE iris_app_id = $1 AND account_id = $2 AND credentials_version = $3 AND status = 'installed'
+			UPDATE installs SET status = '`+string(StatusCredentialsRejected)+`', last_error = $4, updated_at = $5
+			WHERE iris_app_id = $1 AND account_id = $2 AND credentials_version = $3 AND status = '`+string(StatusInstalled)+`'
 			RETURNING 1
+		), dropped AS (
+			DELETE FROM shared_tokens WHERE kind = $8 AND credential = $9 AND EXISTS (SELECT 1 FROM marked)
 		)
 		SELECT pg_notify($6, $7) FROM marked`,
 			key.IrisAppID, key.AccountID, version, clean(lastError, maxLastErrorLen), s.nowUTC(),
-			ChannelInstallChanged, key.notifyPayload())
+			ChannelInstallChanged, key.notifyPayload(), TokenKindInstall, InstallCredential(key.IrisAppID, key.AccountID))
 		return err
 	})
 	if err != nil {

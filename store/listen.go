@@ -17,9 +17,13 @@ const (
 	listenMaxBackoff = 5 * time.Second
 	// listenIdleCheck: after this long without a notification the
 	// connection is pinged, so a silently dead one (no RST, e.g. a network
-	// partition) is noticed and replaced.
-	listenIdleCheck = 30 * time.Second
-	listenPingLimit = 5 * time.Second
+	// partition) is noticed and replaced, and ListenerConfirmed stays
+	// within ListenConfirmWindow of now while the connection is good.
+	listenIdleCheck = 300 * time.Millisecond
+	listenPingLimit = 500 * time.Millisecond
+	// ListenConfirmWindow is how recent ListenerConfirmed must be for a
+	// replica to trust that it would have heard of an install change.
+	ListenConfirmWindow = time.Second
 	// ListenApplicationName is the application_name of Listen's connection.
 	ListenApplicationName = "irisx-broker-listen"
 )
@@ -31,15 +35,24 @@ const (
 // connection failure it reconnects with jittered exponential backoff
 // (100 ms to 5 s), forever. The callbacks run on Listen's goroutine and
 // should be quick. Listen returns nil when ctx ends.
-func (s *Store) Listen(ctx context.Context, onChange func(irisAppID, accountID string), onReset func()) error {
+//
+// onLost, if not nil, is called with the cause each time a connection is
+// lost or a reconnect fails, before the wait; the replica is then deaf to
+// install changes until the next onReset.
+func (s *Store) Listen(ctx context.Context, onChange func(irisAppID, accountID string), onReset func(), onLost func(error)) error {
 	backoff := listenMinBackoff
+	defer s.listenConfirmed.Store(0)
 	for {
 		connected, err := s.listenOnce(ctx, onChange, onReset)
+		s.listenConfirmed.Store(0)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if connected {
 			backoff = listenMinBackoff // the last connection was good: retry promptly
+		}
+		if onLost != nil {
+			onLost(err)
 		}
 		s.logger.WarnContext(ctx, "install change listener disconnected; reconnecting",
 			"error", err, "retry_in", backoff)
@@ -57,7 +70,13 @@ func (s *Store) Listen(ctx context.Context, onChange func(irisAppID, accountID s
 // listenOnce runs one connection until it fails or ctx ends. connected
 // reports whether LISTEN took effect.
 func (s *Store) listenOnce(ctx context.Context, onChange func(irisAppID, accountID string), onReset func()) (connected bool, err error) {
+	if s.listenConfigErr {
+		return false, errors.New("connect: DATABASE_DIRECT_URL cannot be parsed")
+	}
 	cfg := s.pool.Config().ConnConfig // a copy
+	if s.listenConfig != nil {
+		cfg = s.listenConfig.Copy()
+	}
 	cfg.RuntimeParams["application_name"] = ListenApplicationName
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -71,6 +90,7 @@ func (s *Store) listenOnce(ctx context.Context, onChange func(irisAppID, account
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChannelInstallChanged}.Sanitize()); err != nil {
 		return false, fmt.Errorf("listen: %w", err)
 	}
+	s.confirm()
 	onReset()
 	for {
 		waitCtx, cancel := context.WithTimeout(ctx, listenIdleCheck)
@@ -78,6 +98,7 @@ func (s *Store) listenOnce(ctx context.Context, onChange func(irisAppID, account
 		cancel()
 		switch {
 		case err == nil:
+			s.confirm()
 			var p changePayload
 			if json.Unmarshal([]byte(n.Payload), &p) != nil || p.IrisAppID == "" || p.AccountID == "" {
 				// Unknown payload: we cannot tell what changed, so treat it
@@ -96,8 +117,19 @@ func (s *Store) listenOnce(ctx context.Context, onChange func(irisAppID, account
 			if err != nil {
 				return true, fmt.Errorf("ping: %w", err)
 			}
+			s.confirm()
 		default:
 			return true, fmt.Errorf("wait for notification: %w", err)
 		}
 	}
+}
+
+func (s *Store) confirm() { s.listenConfirmed.Store(time.Now().UnixNano()) }
+
+// ListenerConfirmed reports whether Listen's connection proved alive
+// within ListenConfirmWindow: a notification, a ping or the connect. While
+// it is false this replica may have missed an install change.
+func (s *Store) ListenerConfirmed() bool {
+	at := s.listenConfirmed.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) <= ListenConfirmWindow
 }

@@ -26,7 +26,7 @@ func startListener(t *testing.T, s *store.Store) *listener {
 	go func() {
 		done <- s.Listen(lctx,
 			func(app, acct string) { l.changes <- change{app, acct} },
-			func() { l.resets <- struct{}{} })
+			func() { l.resets <- struct{}{} }, nil)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -68,6 +68,24 @@ var sealedTables = []sealedTable{{
 		{name: "refresh_token_enc", aad: columnRefreshToken},
 		{name: "access_token_enc", aad: columnAccessToken},
 	},
+}, {
+	table:  apiKeysTable,
+	key:    []keyColumn{{name: "name"}},
+	rowKey: func(k []string) string { return apiKeyLocation(k[0], "").Row },
+	keyID:  "key_id",
+	columns: []sealedColumn{
+		{name: "client_id_enc", aad: columnClientID},
+		{name: "client_secret_enc", aad: columnClientSecret},
+	},
+	version: "credentials_version",
+}, {
+	table:  sharedTokensTable,
+	key:    []keyColumn{{name: "kind"}, {name: "credential"}, {name: "scopes"}},
+	rowKey: func(k []string) string { return TokenKey{Kind: k[0], Credential: k[1], Scopes: k[2]}.location().Row },
+	keyID:  "key_id",
+	columns: []sealedColumn{
+		{name: "access_token_enc", aad: columnAccessToken},
+	},
 }}
 
 // param returns the placeholder for argument n of key column c.

@@ -14,6 +14,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,6 +70,13 @@ type Store struct {
 	// pageKey authenticates page tokens (install_read.go).
 	pageKeyOnce sync.Once
 	pageKey     []byte
+
+	onChange        changeHook
+	listenConfig    *pgx.ConnConfig // nil: the pool's
+	listenConfigErr bool
+	// listenConfirmed is when (unix ns) Listen last proved its connection
+	// alive; zero while it is not connected.
+	listenConfirmed atomic.Int64
 }
 
 // Option configures a Store.

@@ -18,11 +18,14 @@ var (
 	// ErrUndecryptable means a stored ciphertext failed to open: tampered,
 	// moved to another row or column, or sealed under a key not in the
 	// keyring. It is never turned into wrong credentials.
-	ErrUndecryptable = fmt.Errorf("store: stored secret cannot be decrypted (%w)", derrors.Internal)
+	ErrUndecryptable = fmt.Errorf("%w: store: stored secret cannot be decrypted", derrors.Internal)
 	// ErrInvalid means an argument can never be stored: an account id that
 	// is not a UUID, an empty or over-long app id, an INSTALLED without
 	// credentials, an unknown status filter.
 	ErrInvalid = fmt.Errorf("store: %w", derrors.Invalid)
+	// ErrDatabase is wrapped by every failure of the database itself
+	// (unreachable, timed out, refused a statement).
+	ErrDatabase = fmt.Errorf("%w: the database failed", derrors.Unavailable)
 )
 
 // IsDatabaseFailure reports whether err is a failure of the database

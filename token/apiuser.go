@@ -12,13 +12,14 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/irisx-broker/irisx-broker/internal/derrors"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
 // Sentinel errors of APIUsers, besides ErrUnavailable and ErrInvalidScope.
 var (
 	// ErrAPIUserNotFound means no API user is registered under the name.
-	ErrAPIUserNotFound = errors.New("token: API user not found")
+	ErrAPIUserNotFound = fmt.Errorf("token: API user %w", derrors.NotFound)
 	// ErrAPIUserRejected means Trackunit refused the API user's password
 	// grant; no upstream call is made until the credentials are replaced.
 	// It wraps ErrCredentialsRejected.
@@ -31,18 +32,21 @@ type APIUserStore interface {
 	// APIUserToken reads the user's status and cached access token without
 	// locking, or returns an error wrapping store.ErrNotFound.
 	APIUserToken(ctx context.Context, name string) (store.APIUserToken, error)
-	// UpdateAPIUserLocked runs fn under the user's row lock and commits
-	// what it returns before returning the committed token.
-	UpdateAPIUserLocked(ctx context.Context, name string, fn func(store.APIUserState) (store.APIUserUpdate, error)) (store.APIUserToken, error)
+	// LeaseAPIUser takes the user's refresh lease if it is free, in one
+	// short statement, and returns the row.
+	LeaseAPIUser(ctx context.Context, name, owner string, now, leaseUntil time.Time) (store.APIUserState, bool, error)
+	// CommitAPIUserLease writes the refresh's outcome while the lease and
+	// the spent refresh token are still the stored ones.
+	CommitAPIUserLease(ctx context.Context, st store.APIUserState, owner string, upd store.APIUserUpdate) (store.APIUserToken, bool, error)
+	// ReleaseAPIUserLease gives the lease up.
+	ReleaseAPIUserLease(ctx context.Context, name, owner string) error
 }
 
-// APIUserObserver receives a metrics event per upstream attempt;
-// *metrics.Metrics satisfies it.
-type APIUserObserver interface {
-	// UpstreamCall is called after each attempt at endpoint "token" with one
-	// of the outcomes listed on Observer.Upstream.
-	UpstreamCall(endpoint, outcome string, d time.Duration)
-}
+// apiUserKind is the API user kind's metrics label.
+const apiUserKind = "api_user"
+
+// APIUserTokens is the broker of Trackunit API users' tokens.
+type APIUserTokens = APIUsers
 
 // APIUsersConfig configures APIUsers. Zero values take the defaults.
 type APIUsersConfig struct {
@@ -70,13 +74,16 @@ type APIUsersConfig struct {
 	BaseBackoff time.Duration
 	// Sleep waits between attempts (default: a timer that honours ctx).
 	Sleep func(ctx context.Context, d time.Duration) error
-	// FetchTimeout bounds one shared fetch: the wait for the row lock, every
-	// attempt and the commit (default 30s).
+	// FetchTimeout bounds one shared fetch: the wait for another replica's
+	// refresh, every attempt and the commit (default 30s).
 	FetchTimeout time.Duration
+	// LeaseTimeout is how long a replica's refresh lease lasts before
+	// another may take over (default FetchTimeout plus 1 s).
+	LeaseTimeout time.Duration
 	// Logger receives operational logs (default: discarded).
 	Logger *slog.Logger
 	// Observer receives metrics events (optional).
-	Observer APIUserObserver
+	Observer Observer
 }
 
 // APIUsers hands out access tokens for registered Trackunit API users. The
@@ -90,8 +97,10 @@ type APIUsers struct {
 	tokenURL   string
 	margin     time.Duration
 	revalidate time.Duration
+	owner      string
+	leaseFor   time.Duration
 	policy
-	obs APIUserObserver
+	obs Observer
 	// afterUpstream, set by tests only, runs once Trackunit has answered a
 	// grant with tokens and before they are committed; an error aborts the
 	// transaction as a crash at that moment would.
@@ -141,7 +150,7 @@ func NewAPIUsers(cfg APIUsersConfig, st APIUserStore) (*APIUsers, error) {
 	b := &APIUsers{
 		st:         st,
 		tokenURL:   strings.TrimRight(cfg.AuthURL, "/") + "/token",
-		margin:     orDefault(cfg.RefreshMargin, 5*time.Minute),
+		margin:     cfg.RefreshMargin,
 		revalidate: orDefault(cfg.Revalidate, time.Second),
 		policy: newPolicy(policyConfig{
 			HTTPClient: cfg.HTTPClient, Now: cfg.Now, MaxAttempts: cfg.MaxAttempts,
@@ -152,8 +161,10 @@ func NewAPIUsers(cfg APIUsersConfig, st APIUserStore) (*APIUsers, error) {
 		mem: make(map[string]*userEntry),
 	}
 	if b.obs == nil {
-		b.obs = nopAPIUserObserver{}
+		b.obs = nopObserver{}
 	}
+	b.owner = newOwnerID()
+	b.leaseFor = orDefault(cfg.LeaseTimeout, b.fetchTimeout+time.Second)
 	return b, nil
 }
 
@@ -175,6 +186,7 @@ func (b *APIUsers) Token(ctx context.Context, name string, minValid time.Duratio
 			return Token{}, ErrAPIUserRejected
 		}
 		if left(e.view, now) > need {
+			b.obs.CacheHit(apiUserKind)
 			tok := tokenOf(e.view)
 			b.refreshAheadLocked(ctx, name, e, now)
 			b.mu.Unlock()
@@ -182,6 +194,7 @@ func (b *APIUsers) Token(ctx context.Context, name string, minValid time.Duratio
 		}
 	}
 	b.mu.Unlock()
+	b.obs.CacheMiss(apiUserKind)
 	tok, err := b.fetch(ctx, name, need)
 	if err == nil {
 		// A token read from the database may already be inside its margin.

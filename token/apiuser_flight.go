@@ -82,6 +82,7 @@ func (b *APIUsers) refreshAheadLocked(ctx context.Context, name string, e *userE
 		return
 	}
 	e.refreshing = true
+	b.obs.RefreshAhead(apiUserKind)
 	fn := b.fetchFunc(context.WithoutCancel(ctx), name, margin)
 	b.bg.Add(1)
 	go func() {
@@ -157,7 +158,3 @@ func left(v store.APIUserToken, now time.Time) time.Duration {
 func tokenOf(v store.APIUserToken) Token {
 	return Token{AccessToken: v.AccessToken, TokenType: v.TokenType, ExpiresAt: v.ExpiresAt, Scopes: slices.Clone(v.Scopes)}
 }
-
-type nopAPIUserObserver struct{}
-
-func (nopAPIUserObserver) UpstreamCall(string, string, time.Duration) {}

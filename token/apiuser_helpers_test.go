@@ -82,12 +82,13 @@ func (e *userEnv) replica(mod func(*APIUsersConfig)) *APIUsers {
 	e.t.Helper()
 	_, st := e.newStore()
 	cfg := APIUsersConfig{
-		AuthURL:      e.simURL,
-		HTTPClient:   &http.Client{Timeout: 5 * time.Second},
-		Now:          e.clock.Now,
-		Sleep:        e.sleeps.Sleep,
-		FetchTimeout: 20 * time.Second,
-		Logger:       slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		AuthURL:       e.simURL,
+		HTTPClient:    &http.Client{Timeout: 5 * time.Second},
+		Now:           e.clock.Now,
+		Sleep:         e.sleeps.Sleep,
+		FetchTimeout:  20 * time.Second,
+		RefreshMargin: 5 * time.Minute,
+		Logger:        slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&cfg)

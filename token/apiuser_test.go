@@ -140,6 +140,10 @@ func TestAPIUserCrashBeforeCommitRecovers(t *testing.T) {
 				t.Fatal("the aborted refresh changed the stored refresh token")
 			}
 
+			// The dead replica's lease runs out (FetchTimeout plus 1 s,
+			// within the grace window);
+			// then anyone may refresh.
+			e.clock.Advance(30 * time.Second)
 			restarted := e.replica(nil)
 			e.token(restarted, u.name)
 			if pw, _ := e.calls(u); pw != tc.wantPassword {

@@ -16,50 +16,80 @@ import (
 // endpointToken is the metrics label of POST {auth}/token.
 const endpointToken = "token"
 
-// refresh obtains new tokens under the user's row lock, unless once the
-// lock is held the stored token has more than accept left and is outside
-// its refresh margin: then another replica refreshed while this one
-// waited, and its token is used. The new
-// refresh and access tokens are committed before refresh returns, so no
-// caller is handed a token whose refresh token could still be lost.
+// refresh obtains new tokens under the user's fleet-wide lease, unless the
+// stored token has more than accept left and is outside its refresh margin
+// (another replica refreshed while this one waited): then that token is
+// used. Taking the lease and committing are each one short statement; no
+// database connection is held while Trackunit answers, and a replica that
+// finds the lease taken polls the row. The new refresh and access tokens are
+// committed, only if the lease is still ours and the stored refresh token is
+// still the one spent, before refresh returns: no caller is handed a token
+// whose refresh token could still be lost.
 func (b *APIUsers) refresh(ctx context.Context, name string, accept time.Duration) (fetchResult, error) {
-	var (
-		failure error
-		minted  bool
-	)
-	view, err := b.st.UpdateAPIUserLocked(ctx, name, func(st store.APIUserState) (store.APIUserUpdate, error) {
+	for {
+		now := b.now()
+		st, leased, err := b.st.LeaseAPIUser(ctx, name, b.owner, now, now.Add(b.leaseFor))
+		if err != nil {
+			return fetchResult{}, b.storeError(ctx, name, err)
+		}
+		usable := left(st.APIUserToken, now) > max(accept, b.marginFor(st.APIUserToken))
 		switch {
 		case st.Status == store.APIUserCredentialsRejected:
-			failure = ErrAPIUserRejected
-			return store.APIUserUpdate{}, nil
-		case left(st.APIUserToken, b.now()) > max(accept, b.marginFor(st.APIUserToken)):
-			return store.APIUserUpdate{}, nil
-		}
-		upd, err := b.obtain(ctx, st)
-		if upd.Tokens != nil && b.afterUpstream != nil {
-			if herr := b.afterUpstream(); herr != nil {
-				return store.APIUserUpdate{}, herr
+			if leased {
+				b.release(ctx, name)
 			}
+			return fetchResult{view: st.APIUserToken}, ErrAPIUserRejected
+		case usable || (!leased && left(st.APIUserToken, now) > accept):
+			if leased {
+				b.release(ctx, name)
+			}
+			return fetchResult{view: st.APIUserToken}, nil
+		case leased:
+			return b.refreshLeased(ctx, st)
 		}
-		failure, minted = err, upd.Tokens != nil
-		return upd, nil
-	})
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			b.forget(name)
-			return fetchResult{}, fmt.Errorf("%w: %w", ErrAPIUserNotFound, err)
+		if err := sleepCtx(ctx, leasePoll+time.Duration(b.rand()*float64(leasePoll))); err != nil {
+			return fetchResult{}, fmt.Errorf("%w: waiting for another replica's refresh: %w", ErrUnavailable, err)
 		}
+	}
+}
+
+// refreshLeased calls Trackunit under the lease and commits the outcome.
+func (b *APIUsers) refreshLeased(ctx context.Context, st store.APIUserState) (fetchResult, error) {
+	name := st.Name
+	upd, failure := b.obtain(ctx, st)
+	if upd.Tokens != nil && b.afterUpstream != nil {
+		if herr := b.afterUpstream(); herr != nil {
+			// As a crash here would: nothing committed, the lease left to
+			// run out.
+			return fetchResult{}, fmt.Errorf("%w: %w", ErrUnavailable, herr)
+		}
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	view, ok, err := b.st.CommitAPIUserLease(cctx, st, b.owner, upd)
+	if err != nil || !ok {
 		msg := "updating API user tokens failed"
-		if minted {
+		if upd.Tokens != nil {
 			// The refresh token Trackunit just rotated is lost; the stored
 			// one is retried next (within the server's grace window) and
 			// the password grant follows if it is refused.
 			msg = "committing new API user tokens failed; they are discarded"
 		}
+		if err == nil {
+			err = errors.New("the lease expired or the refresh token changed meanwhile")
+		}
 		b.log.LogAttrs(ctx, slog.LevelError, msg, slog.String("api_user", name), slog.Any("error", err))
 		return fetchResult{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, msg, err)
 	}
-	return fetchResult{view: view, minted: minted}, failure
+	return fetchResult{view: view, minted: upd.Tokens != nil}, failure
+}
+
+func (b *APIUsers) release(ctx context.Context, name string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := b.st.ReleaseAPIUserLease(rctx, name, b.owner); err != nil {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "releasing the API user lease failed", slog.String("api_user", name), slog.Any("error", err))
+	}
 }
 
 // obtain gets new tokens for a locked user: with the stored refresh token

@@ -30,19 +30,22 @@ type Store interface {
 	RecordTokenResults(ctx context.Context, results []store.TokenResult) error
 }
 
-// Observer receives metrics events. Implementations must be cheap and safe
-// for concurrent use; Token calls CacheHit on its hot path.
+// Observer receives metrics events, one shape for every credential kind;
+// *metrics.Metrics satisfies it. Implementations must be cheap and safe for
+// concurrent use; Token calls CacheHit on its hot path.
 type Observer interface {
-	// CacheHit is called when Token answers from the cache.
-	CacheHit()
-	// CacheMiss is called when Token has to wait for an upstream fetch.
-	CacheMiss()
+	// CacheHit is called when Token answers from the cache; kind is
+	// install, api_key or api_user.
+	CacheHit(kind string)
+	// CacheMiss is called when Token has to wait for a fetch.
+	CacheMiss(kind string)
 	// RefreshAhead is called when a background refresh starts.
-	RefreshAhead()
-	// Upstream is called after each upstream attempt with one of the
-	// outcomes ok, rate_limited, server_error, timeout, network_error,
-	// bad_response, invalid_client, invalid_scope, client_error.
-	Upstream(outcome string, d time.Duration)
+	RefreshAhead(kind string)
+	// UpstreamCall is called after each upstream attempt at endpoint
+	// (apptoken, token, token_v2) with one of the outcomes ok,
+	// rate_limited, server_error, timeout, network_error, bad_response,
+	// invalid_client, invalid_scope, client_error.
+	UpstreamCall(endpoint, outcome string, d time.Duration)
 }
 
 // Config configures a Broker. Zero values take the documented defaults.
@@ -83,6 +86,19 @@ type Config struct {
 	// FlushInterval is how often Run writes the results it has coalesced
 	// (default 1s).
 	FlushInterval time.Duration
+	// LeaseTimeout is how long a replica's lease on a fleet-wide mint lasts
+	// before another may take over (default FetchTimeout plus 1 s).
+	LeaseTimeout time.Duration
+	// Fetches bounds the detached upstream fetches in flight, shared by
+	// every kind (default: a limit of its own of MaxFetches).
+	Fetches *Limiter
+	// MaxFetches bounds this kind's fetches in flight (default 256); the
+	// excess fails at once with ErrUnavailable.
+	MaxFetches int
+	// Confirmed, if set, reports whether the install-change listener
+	// proved itself alive within the last second; while it does not, a
+	// cached token is served only after the credential's row is checked.
+	Confirmed func() bool
 }
 
 // Request asks for an access token for one install.
@@ -127,6 +143,17 @@ type Broker struct {
 	obs           Observer
 	flushInterval time.Duration
 
+	kind      credKind
+	shared    SharedStore // nil: tokens are not shared (fakes)
+	owner     string      // this replica's lease id
+	leaseFor  time.Duration
+	limits    limits
+	confirmed func() bool
+	// afterUpstream, set by tests only, runs once Trackunit has answered
+	// and before the token is committed; an error stops there, as a crash
+	// at that moment would (the lease is neither committed nor released).
+	afterUpstream func() error
+
 	cache   *cache
 	flight  singleflight.Group
 	results chan store.TokenResult
@@ -141,6 +168,16 @@ func New(cfg Config, st Store) (*Broker, error) {
 	if st == nil {
 		return nil, errors.New("token: nil store")
 	}
+	b, err := newCore(cfg, st, "/apptoken")
+	if err != nil {
+		return nil, err
+	}
+	b.kind = installKind{b: b, st: st}
+	return b, nil
+}
+
+// newCore builds the part of a broker every kind shares.
+func newCore(cfg Config, st Store, path string) (*Broker, error) {
 	var errs []error
 	if !validAuthURL(cfg.AuthURL) {
 		errs = append(errs, errors.New("token: AuthURL must be an absolute http(s) URL"))
@@ -160,8 +197,8 @@ func New(cfg Config, st Store) (*Broker, error) {
 			errs = append(errs, fmt.Errorf("token: %s must not be negative", d.name))
 		}
 	}
-	if cfg.MaxEntries < 0 || cfg.MaxAttempts < 0 || cfg.ResultBuffer < 0 {
-		errs = append(errs, errors.New("token: MaxEntries, MaxAttempts and ResultBuffer must not be negative"))
+	if cfg.MaxEntries < 0 || cfg.MaxAttempts < 0 || cfg.ResultBuffer < 0 || cfg.MaxFetches < 0 || cfg.LeaseTimeout < 0 {
+		errs = append(errs, errors.New("token: MaxEntries, MaxAttempts, ResultBuffer, MaxFetches and LeaseTimeout must not be negative"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -169,9 +206,10 @@ func New(cfg Config, st Store) (*Broker, error) {
 
 	b := &Broker{
 		st:            st,
-		tokenURL:      strings.TrimRight(cfg.AuthURL, "/") + "/apptoken",
+		tokenURL:      strings.TrimRight(cfg.AuthURL, "/") + path,
 		defaultScopes: slices.Clone(defaults),
-		margin:        orDefault(cfg.RefreshMargin, 5*time.Minute),
+		// TOKEN_REFRESH_MARGIN=0 means no margin: refresh at expiry.
+		margin: cfg.RefreshMargin,
 		policy: newPolicy(policyConfig{
 			HTTPClient: cfg.HTTPClient, Now: cfg.Now, MaxAttempts: cfg.MaxAttempts,
 			MaxRetryAfter: cfg.MaxRetryAfter, BaseBackoff: cfg.BaseBackoff, Sleep: cfg.Sleep,
@@ -185,6 +223,11 @@ func New(cfg Config, st Store) (*Broker, error) {
 	if b.obs == nil {
 		b.obs = nopObserver{}
 	}
+	b.shared, _ = st.(SharedStore)
+	b.owner = newOwnerID()
+	b.leaseFor = orDefault(cfg.LeaseTimeout, b.fetchTimeout+time.Second)
+	b.limits = newLimits(cfg.Fetches, orDefault(cfg.MaxFetches, 256))
+	b.confirmed = cfg.Confirmed
 	return b, nil
 }
 
@@ -221,19 +264,55 @@ func (b *Broker) Token(ctx context.Context, r Request) (Token, error) {
 	now := b.now()
 	need := max(r.MinValid, minServeLeft)
 
-	e := b.cache.get(key)
-	if e != nil && e.tok.ExpiresAt.Sub(now) > need {
-		b.obs.CacheHit()
+	if e := b.cache.get(key); e != nil && e.tok.ExpiresAt.Sub(now) > need && (b.confirmed == nil || b.confirmed()) {
+		b.obs.CacheHit(b.kind.name())
 		if now.UnixNano() >= e.nextRefresh.Load() {
 			b.refreshAhead(ctx, e)
 		}
 		return e.tok.clone(), nil
 	}
-	b.obs.CacheMiss()
 	k := string(key)
 	f := fetchReq{key: k, install: k[:len(r.IrisAppID)+1+len(r.AccountID)],
-		app: r.IrisAppID, account: r.AccountID, scopes: slices.Clone(scopes)}
+		app: r.IrisAppID, account: r.AccountID, scopes: slices.Clone(scopes), need: need}
+	return b.serve(ctx, f, now)
+}
+
+// serve answers from the cache or a shared fetch; f.key is the cache key.
+func (b *Broker) serve(ctx context.Context, f fetchReq, now time.Time) (Token, error) {
+	e := b.cache.peek(f.key)
+	if e != nil && e.tok.ExpiresAt.Sub(now) > f.need {
+		if err := b.recheck(ctx, f, e); err != nil {
+			return Token{}, err
+		}
+		if b.cache.peek(f.key) == e {
+			b.obs.CacheHit(b.kind.name())
+			if now.UnixNano() >= e.nextRefresh.Load() {
+				b.refreshAhead(ctx, e)
+			}
+			return e.tok.clone(), nil
+		}
+	}
+	b.obs.CacheMiss(b.kind.name())
 	return b.wait(ctx, f, e)
+}
+
+// recheck: while the install-change listener cannot confirm it is alive,
+// this replica may have missed an uninstall or new credentials committed
+// elsewhere, so before serving a cached token it reads the credential's
+// status and version; a change drops the cached tokens.
+func (b *Broker) recheck(ctx context.Context, f fetchReq, e *entry) error {
+	if b.confirmed == nil || b.confirmed() {
+		return nil
+	}
+	ok, err := b.kind.current(ctx, f, e.version)
+	if err != nil {
+		b.dropOnDefiniteError(f, err)
+		return err
+	}
+	if !ok {
+		b.cache.invalidate(f.install)
+	}
+	return nil
 }
 
 // Invalidate drops every cached token of the install, whatever its scopes,
@@ -264,7 +343,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 type nopObserver struct{}
 
-func (nopObserver) CacheHit()                      {}
-func (nopObserver) CacheMiss()                     {}
-func (nopObserver) RefreshAhead()                  {}
-func (nopObserver) Upstream(string, time.Duration) {}
+func (nopObserver) CacheHit(string)                            {}
+func (nopObserver) CacheMiss(string)                           {}
+func (nopObserver) RefreshAhead(string)                        {}
+func (nopObserver) UpstreamCall(string, string, time.Duration) {}

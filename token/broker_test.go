@@ -378,7 +378,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := []any{b.tokenURL, b.margin, b.maxAttempts, b.maxRetryAfter, b.baseBackoff, b.cache.max}
-	want := []any{"https://auth.example/apptoken", 5 * time.Minute, 3, 10 * time.Second, 200 * time.Millisecond, 100_000}
+	// A zero RefreshMargin is a zero margin (TOKEN_REFRESH_MARGIN=0), not
+	// a default: config supplies the default.
+	want := []any{"https://auth.example/apptoken", time.Duration(0), 3, 10 * time.Second, 200 * time.Millisecond, 100_000}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}

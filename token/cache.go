@@ -17,6 +17,7 @@ type entry struct {
 	account string
 	scopes  []string // requested, normalized; owned by the entry
 	tok     Token
+	version int64 // of the credentials the token was minted with
 	// nextRefresh (unix nanoseconds) is when a hit starts a background
 	// refresh; pushed back after a failed one so an outage is not hammered.
 	nextRefresh atomic.Int64

@@ -12,16 +12,16 @@ var (
 	// ErrNotFound means no install exists for the (app, account) asked for.
 	ErrNotFound = fmt.Errorf("token: install %w", derrors.NotFound)
 	// ErrUninstalled means the app was uninstalled from the account.
-	ErrUninstalled = fmt.Errorf("token: app is uninstalled for this account (%w)", derrors.Rejected)
+	ErrUninstalled = fmt.Errorf("%w: token: app is uninstalled for this account", derrors.Rejected)
 	// ErrCredentialsRejected means Trackunit rejected the install's client
 	// credentials; no upstream call is made until a new INSTALLED arrives.
-	ErrCredentialsRejected = fmt.Errorf("token: install credentials rejected (%w)", derrors.Rejected)
+	ErrCredentialsRejected = fmt.Errorf("%w: token: install credentials rejected", derrors.Rejected)
 	// ErrInvalidScope means a requested scope is malformed or was refused
 	// upstream (not granted to the app or the install).
-	ErrInvalidScope = fmt.Errorf("token: invalid scope (%w)", derrors.Invalid)
+	ErrInvalidScope = fmt.Errorf("%w: token: invalid scope", derrors.Invalid)
 	// ErrNoScopes means the request named no scopes and no default is set.
-	ErrNoScopes = fmt.Errorf("token: no scopes requested and no default scopes configured (%w)", derrors.Invalid)
+	ErrNoScopes = fmt.Errorf("%w: token: no scopes requested and no default scopes configured", derrors.Invalid)
 	// ErrUnavailable means no token could be minted now: the token endpoint
 	// or the store failed, even after retries where retrying makes sense.
-	ErrUnavailable = fmt.Errorf("token: token endpoint %w", derrors.Unavailable)
+	ErrUnavailable = fmt.Errorf("%w: token: token endpoint unavailable", derrors.Unavailable)
 )

@@ -280,10 +280,10 @@ type fakeObs struct {
 	outcomes                []string
 }
 
-func (o *fakeObs) CacheHit()     { o.hits.Add(1) }
-func (o *fakeObs) CacheMiss()    { o.misses.Add(1) }
-func (o *fakeObs) RefreshAhead() { o.refreshes.Add(1) }
-func (o *fakeObs) Upstream(outcome string, _ time.Duration) {
+func (o *fakeObs) CacheHit(string)     { o.hits.Add(1) }
+func (o *fakeObs) CacheMiss(string)    { o.misses.Add(1) }
+func (o *fakeObs) RefreshAhead(string) { o.refreshes.Add(1) }
+func (o *fakeObs) UpstreamCall(_, outcome string, _ time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.outcomes = append(o.outcomes, outcome)
@@ -314,6 +314,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	cfg := Config{
 		AuthURL:       e.up.srv.URL + "/",
 		DefaultScopes: []string{"asset.view"},
+		RefreshMargin: 5 * time.Minute,
 		HTTPClient:    &http.Client{Timeout: 5 * time.Second},
 		Now:           e.clock.Now,
 		Sleep:         e.sleeps.Sleep,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/irisx-broker/irisx-broker/internal/derrors"
 )
 
 // fetchReq is what a shared fetch needs; it owns its strings and slice, so
@@ -13,6 +15,9 @@ import (
 type fetchReq struct {
 	key, install, app, account string
 	scopes                     []string
+	// need is how long a token must still be valid for this fetch to
+	// take it from the database instead of minting.
+	need time.Duration
 }
 
 // maxStaleRounds bounds how often a fetch starts over because its install
@@ -47,8 +52,12 @@ func (b *Broker) refreshAhead(ctx context.Context, e *entry) {
 	if !e.refreshing.CompareAndSwap(false, true) {
 		return
 	}
-	b.obs.RefreshAhead()
-	f := fetchReq{key: e.key, install: e.install, app: e.app, account: e.account, scopes: e.scopes}
+	b.obs.RefreshAhead(b.kind.name())
+	// A token shared in the database is taken only if it lives longer than
+	// the one being refreshed did when its refresh came due: otherwise it
+	// is that same token, and this replica mints (once for the fleet).
+	f := fetchReq{key: e.key, install: e.install, app: e.app, account: e.account, scopes: e.scopes,
+		need: max(e.tok.ExpiresAt.Sub(time.Unix(0, e.nextRefresh.Load())), minServeLeft) + time.Second}
 	fn := b.flightFunc(context.WithoutCancel(ctx), f, e)
 	b.bg.Add(1)
 	go func() {
@@ -74,6 +83,11 @@ func (b *Broker) flightFunc(ctx context.Context, f fetchReq, seen *entry) func()
 		if cur := b.cache.peek(f.key); cur != nil && cur != seen && cur.tok.ExpiresAt.Sub(b.now()) > minServeLeft {
 			return cur.tok, nil
 		}
+		release, err := b.limits.acquire()
+		if err != nil {
+			return Token{}, err
+		}
+		defer release()
 		return b.fetch(ctx, f)
 	}
 }
@@ -84,9 +98,9 @@ func (b *Broker) flightFunc(ctx context.Context, f fetchReq, seen *entry) func()
 func (b *Broker) fetch(ctx context.Context, f fetchReq) (Token, error) {
 	for round := 1; ; round++ {
 		start := b.cache.currentEpoch()
-		tok, err := b.mint(ctx, f)
+		tok, version, err := b.mint(ctx, f)
 		if err == nil {
-			if b.cache.put(b.newEntry(f, tok), start, b.now()) {
+			if b.cache.put(b.newEntry(f, tok, version), start, b.now()) {
 				return tok, nil
 			}
 		} else if !b.cache.stale(f.install, start) {
@@ -99,8 +113,7 @@ func (b *Broker) fetch(ctx context.Context, f fetchReq) (Token, error) {
 		if round >= maxStaleRounds {
 			return Token{}, fmt.Errorf("%w: install changed during every fetch attempt", ErrUnavailable)
 		}
-		b.log.LogAttrs(ctx, slog.LevelInfo, "install invalidated during token fetch; fetching again",
-			slog.String("iris_app_id", f.app), slog.String("account_id", f.account))
+		b.log.LogAttrs(ctx, slog.LevelInfo, b.kind.label()+" invalidated during token fetch; fetching again", b.kind.attrs(f)...)
 	}
 }
 
@@ -110,7 +123,7 @@ func (b *Broker) fetch(ctx context.Context, f fetchReq) (Token, error) {
 // scope set is no longer granted.
 func (b *Broker) dropOnDefiniteError(f fetchReq, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrUninstalled), errors.Is(err, ErrCredentialsRejected):
+	case errors.Is(err, derrors.NotFound), errors.Is(err, derrors.Rejected):
 		b.cache.dropInstall(f.install)
 	case errors.Is(err, ErrInvalidScope):
 		b.cache.drop(f.key)
@@ -121,13 +134,13 @@ func (b *Broker) dropOnDefiniteError(f fetchReq, err error) {
 // renews at a random point in [margin, 1.2*margin] before expiry, and never
 // later than half its lifetime, so short-lived tokens are still renewed
 // ahead and a fleet of entries does not renew in lock-step.
-func (b *Broker) newEntry(f fetchReq, tok Token) *entry {
+func (b *Broker) newEntry(f fetchReq, tok Token, version int64) *entry {
 	now := b.now()
 	margin := b.margin + time.Duration(b.rand()*0.2*float64(b.margin))
 	if life := tok.ExpiresAt.Sub(now); margin > life/2 {
 		margin = life / 2
 	}
-	e := &entry{key: f.key, install: f.install, app: f.app, account: f.account, scopes: f.scopes, tok: tok}
+	e := &entry{key: f.key, install: f.install, app: f.app, account: f.account, scopes: f.scopes, tok: tok, version: version}
 	e.nextRefresh.Store(tok.ExpiresAt.Add(-margin).UnixNano())
 	return e
 }

@@ -2,7 +2,6 @@ package token
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -21,31 +20,29 @@ import (
 // is the lifetime Trackunit documents for /apptoken.
 const defaultLifetime = time.Hour
 
-// mint reads the install's credentials and exchanges them for a token. The
-// credentials live only for this call.
-func (b *Broker) mint(ctx context.Context, f fetchReq) (Token, error) {
-	creds, err := b.st.InstallCredentials(ctx, f.app, f.account)
-	if errors.Is(err, store.ErrNotFound) {
-		return Token{}, fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
+// mint reads the credentials and obtains a token for them: the one shared
+// in the database when it is valid for f.need, else from Trackunit under the
+// fleet-wide lease (shared.go). The credentials live only for this call.
+// It returns the credentials' version with the token.
+func (b *Broker) mint(ctx context.Context, f fetchReq) (Token, int64, error) {
+	creds, err := b.kind.load(ctx, f)
 	if err != nil {
-		b.log.LogAttrs(ctx, slog.LevelError, "loading install credentials failed",
-			slog.String("iris_app_id", f.app), slog.String("account_id", f.account), slog.Any("error", err))
-		return Token{}, fmt.Errorf("%w: loading install credentials: %w", ErrUnavailable, err)
-	}
-	switch creds.Status {
-	case store.StatusInstalled:
-	case store.StatusUninstalled:
-		return Token{}, ErrUninstalled
-	case store.StatusCredentialsRejected:
-		return Token{}, ErrCredentialsRejected
-	default:
-		return Token{}, fmt.Errorf("%w: install has unknown status %q", ErrUnavailable, truncate(string(creds.Status), 32))
+		return Token{}, 0, err
 	}
 	if creds.ClientID.IsZero() || creds.ClientSecret.IsZero() {
-		return Token{}, fmt.Errorf("%w: install has no stored credentials", ErrUnavailable)
+		return Token{}, 0, fmt.Errorf("%w: no stored credentials", ErrUnavailable)
 	}
+	if b.shared == nil {
+		tok, err := b.call(ctx, f, creds)
+		return tok, creds.Version, err
+	}
+	tok, err := b.mintShared(ctx, f, creds)
+	return tok, creds.Version, err
+}
 
+// call exchanges the credentials for a token at the kind's endpoint and
+// records the outcome.
+func (b *Broker) call(ctx context.Context, f fetchReq, creds store.Credentials) (Token, error) {
 	cc := &clientcredentials.Config{
 		ClientID:     creds.ClientID.Reveal(),
 		ClientSecret: creds.ClientSecret.Reveal(),
@@ -55,29 +52,28 @@ func (b *Broker) mint(ctx context.Context, f fetchReq) (Token, error) {
 	}
 	tok, uerr := b.retrieve(context.WithValue(ctx, oauth2.HTTPClient, b.httpClient), cc, f)
 	if uerr == nil {
-		b.record(f, "")
+		b.kind.record(ctx, f, "")
 		return tok, nil
 	}
 	// Upstream error text may quote what was sent; scrub before it can
 	// reach an error or a log line.
 	uerr.desc = scrub(uerr.desc, cc.ClientID, cc.ClientSecret)
 	uerr.code = scrub(uerr.code, cc.ClientID, cc.ClientSecret)
-	attrs := []slog.Attr{slog.String("iris_app_id", f.app), slog.String("account_id", f.account),
-		slog.Int("status", uerr.status), slog.String("code", uerr.code), slog.String("description", uerr.desc)}
+	attrs := append(b.kind.attrs(f), slog.Int("status", uerr.status), slog.String("code", uerr.code), slog.String("description", uerr.desc))
 	switch uerr.kind {
 	case kindRejected:
-		b.record(f, "invalid_client")
-		if err := b.st.MarkCredentialsRejected(ctx, f.app, f.account, creds.Version, "invalid_client"); err != nil {
+		b.kind.record(ctx, f, "invalid_client")
+		if err := b.kind.markRejected(ctx, f, creds.Version, "invalid_client"); err != nil {
 			b.log.LogAttrs(ctx, slog.LevelError, "marking credentials rejected failed", append(attrs, slog.Any("error", err))...)
 		}
-		b.log.LogAttrs(ctx, slog.LevelWarn, "install credentials rejected by token endpoint", attrs...)
-		return Token{}, fmt.Errorf("%w: %s", ErrCredentialsRejected, uerr.summary())
+		b.log.LogAttrs(ctx, slog.LevelWarn, b.kind.label()+" credentials rejected by token endpoint", attrs...)
+		return Token{}, fmt.Errorf("%w: %s", b.kind.rejected(), uerr.summary())
 	case kindInvalidScope:
-		b.record(f, "invalid_scope")
+		b.kind.record(ctx, f, "invalid_scope")
 		b.log.LogAttrs(ctx, slog.LevelInfo, "token endpoint refused scopes", attrs...)
 		return Token{}, fmt.Errorf("%w: %s", ErrInvalidScope, uerr.summary())
 	default:
-		b.record(f, "unavailable")
+		b.kind.record(ctx, f, "unavailable")
 		b.log.LogAttrs(ctx, slog.LevelError, "token endpoint unavailable", attrs...)
 		return Token{}, fmt.Errorf("%w: %s", ErrUnavailable, uerr.summary())
 	}
@@ -97,7 +93,7 @@ func (b *Broker) retrieve(ctx context.Context, cc *clientcredentials.Config, f f
 		} else {
 			uerr = classify(ctx, err, sent)
 		}
-		b.obs.Upstream(outcomeOf(uerr), time.Since(began))
+		b.obs.UpstreamCall(b.kind.endpoint(), outcomeOf(uerr), time.Since(began))
 		if uerr == nil {
 			return tok, nil
 		}
@@ -107,9 +103,8 @@ func (b *Broker) retrieve(ctx context.Context, cc *clientcredentials.Config, f f
 		}
 		delay := b.delay(attempt, uerr)
 		b.log.LogAttrs(ctx, slog.LevelWarn, "token endpoint attempt failed; retrying",
-			slog.String("iris_app_id", f.app), slog.String("account_id", f.account),
-			slog.Int("attempt", attempt), slog.String("outcome", uerr.outcome), slog.Int("status", uerr.status),
-			slog.Duration("retry_in", delay))
+			append(b.kind.attrs(f), slog.Int("attempt", attempt), slog.String("outcome", uerr.outcome), slog.Int("status", uerr.status),
+				slog.Duration("retry_in", delay))...)
 		if err := b.sleep(ctx, delay); err != nil {
 			return Token{}, uerr
 		}

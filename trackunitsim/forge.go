@@ -254,14 +254,3 @@ func marshalString(v any) (string, error) {
 	}
 	return string(b), nil
 }
-
-// ForgedHMACSecret returns the bytes an HS* forgery with the given source
-// uses as its secret for a published key ("" = the signing key), so a test
-// can compute or check the MAC itself.
-func (s *Sim) ForgedHMACSecret(kid string, src HMACKeySource) ([]byte, error) {
-	k, err := s.key(kid)
-	if err != nil {
-		return nil, err
-	}
-	return hmacSecret(k, src)
-}

@@ -15,6 +15,7 @@ import (
 const (
 	EndpointAppToken = "apptoken"
 	EndpointToken    = "token"
+	EndpointTokenV2  = "token_v2"
 	EndpointJWKS     = "jwks"
 )
 
@@ -65,6 +66,7 @@ type Sim struct {
 	keys       []*simKey // in publication order
 	signingKID string
 	clients    map[string]*appClient    // /apptoken clients by client id
+	apiKeys    map[string]*appClient    // /token/v2 API keys by client id
 	installs   map[installKey]string    // current client id per install
 	users      map[string]*apiUser      // /token users by username
 	apiClients map[string]crypto.Secret // /token client id -> secret
@@ -116,6 +118,7 @@ func newSim(opts Options) *Sim {
 		closed:     ctx,
 		close:      cancel,
 		clients:    map[string]*appClient{},
+		apiKeys:    map[string]*appClient{},
 		installs:   map[installKey]string{},
 		users:      map[string]*apiUser{},
 		apiClients: map[string]crypto.Secret{},
@@ -143,6 +146,7 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("GET /jwks", s.handleJWKS)
 	mux.HandleFunc("POST /apptoken", s.handleAppToken)
 	mux.HandleFunc("POST /token", s.handleToken)
+	mux.HandleFunc("POST /token/v2", s.handleTokenV2)
 	mux.HandleFunc("POST /sim/send", s.handleSend)
 	mux.HandleFunc("POST /sim/rotate", s.handleRotate)
 	mux.HandleFunc("POST /sim/revoke", s.handleRevoke)

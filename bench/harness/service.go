@@ -2,23 +2,16 @@ package harness
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
+	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/irisx-broker/irisx-broker/api"
+	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/identity"
-	"github.com/irisx-broker/irisx-broker/metrics"
-	"github.com/irisx-broker/irisx-broker/store"
-	"github.com/irisx-broker/irisx-broker/token"
+	"github.com/irisx-broker/irisx-broker/internal/service"
 )
 
 // App is the app id every broker the rig starts allows.
@@ -69,114 +62,57 @@ type ServiceConfig struct {
 	Logger *slog.Logger
 }
 
-// Service is an in-process broker.
+// Service is an in-process broker: internal/service, the assembly serve
+// runs, on loopback ports.
 type Service struct {
 	PublicURL, InternalURL string
-	Store                  *store.Store
-	Pool                   *pgxpool.Pool
-	Verifier               *identity.Verifier
-	Broker                 *token.Broker
-	Metrics                *metrics.Metrics
+	*service.Service
 
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	servers   []*http.Server
-	listening atomic.Bool
+	cancel context.CancelFunc
+	done   chan error
 }
 
 // StartService starts an in-process broker on loopback ports; it does not
 // migrate (drills use databases cloned from a migrated template). Stop it
 // with Close.
 func StartService(cfg ServiceConfig) (*Service, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	keys, err := crypto.ParseKeyring(cfg.Keys)
 	if err != nil {
 		return nil, err
 	}
+	scopes := strings.Fields(DefaultScopes)
+	margin := cfg.RefreshMargin
+	if margin == 0 {
+		margin = 5 * time.Minute
+	}
+	c := &config.Config{
+		DatabaseURL: crypto.Secret(cfg.DatabaseURL), DatabaseDirectURL: crypto.Secret(cfg.DatabaseURL),
+		PublicAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", Keyring: keys,
+		InternalAPITokens: []crypto.Secret{InternalToken}, AdminAPITokens: []crypto.Secret{AdminToken},
+		JWKSURL: cfg.JWKSURL, AuthURL: cfg.AuthURL, IdentityIssuer: cfg.Issuer, IdentityAudience: cfg.Audience,
+		IdentityLeeway: 60 * time.Second, IdentityMaxAge: identity.DefaultMaxAge,
+		AllowedAppIDs: []string{App}, DefaultScopes: scopes, TokenRefreshMargin: margin,
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{cancel: cancel}
-	fail := func(err error) (*Service, error) { s.Close(); return nil, err }
-
-	if s.Pool, err = store.Open(ctx, cfg.DatabaseURL); err != nil {
-		return fail(err)
-	}
-	s.Store = store.New(s.Pool, keys, store.WithLogger(log))
-	s.Metrics = metrics.New()
-	s.Verifier, err = identity.New(identity.Config{
-		JWKSURL: cfg.JWKSURL, Issuer: cfg.Issuer, Audience: cfg.Audience, Leeway: 60 * time.Second, MaxAge: identity.DefaultMaxAge,
-		UnknownKIDCooldown: cfg.UnknownKIDCooldown, Now: cfg.Now, Logger: log, Observer: s.Metrics,
+	svc, err := service.New(ctx, c, service.Deps{
+		Now: cfg.Now, Logger: cfg.Logger, TokenSleep: cfg.TokenSleep, UnknownKIDCooldown: cfg.UnknownKIDCooldown,
+		TokenHTTP: &http.Client{Timeout: 10 * time.Second},
 	})
 	if err != nil {
-		return fail(err)
+		cancel()
+		return nil, err
 	}
-	s.Broker, err = token.New(token.Config{
-		AuthURL: cfg.AuthURL, DefaultScopes: []string{"asset.view", "account.view"},
-		RefreshMargin: cfg.RefreshMargin, HTTPClient: &http.Client{Timeout: 10 * time.Second},
-		Now: cfg.Now, Sleep: cfg.TokenSleep, Logger: log, Observer: s.Metrics,
-	}, s.Store)
-	if err != nil {
-		return fail(err)
-	}
-	public := api.NewPublic(api.PublicDeps{
-		Verifier: s.Verifier, Store: s.Store, AllowedApps: []string{App}, Now: cfg.Now,
-		Logger: log, Observer: s.Metrics, HTTP: s.Metrics.HTTP("public"),
-	})
-	internal := api.NewInternal(api.InternalDeps{
-		Verifier: s.Verifier, Store: s.Store, Broker: s.Broker, Metrics: s.Metrics.Handler(),
-		InternalTokens: []crypto.Secret{InternalToken}, AdminTokens: []crypto.Secret{AdminToken},
-		AllowedApps: []string{App}, Logger: log, HTTP: s.Metrics.HTTP("internal"),
-	})
-
-	s.background(func() { s.Verifier.Run(ctx) })
-	s.background(func() { s.Broker.Run(ctx) })
-	s.background(func() {
-		_ = s.Store.Listen(ctx, s.Broker.Invalidate, func() { s.Broker.InvalidateAll(); s.listening.Store(true) })
-	})
-	if s.PublicURL, err = s.serve(public, false); err != nil {
-		return fail(err)
-	}
-	if s.InternalURL, err = s.serve(internal, true); err != nil {
-		return fail(err)
-	}
+	s := &Service{Service: svc, cancel: cancel, done: make(chan error, 1),
+		PublicURL: "http://" + svc.PublicAddr(), InternalURL: "http://" + svc.InternalAddr()}
+	go func() { s.done <- svc.Run(ctx) }()
 	return s, nil
-}
-
-func (s *Service) background(fn func()) {
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); fn() }()
-}
-
-// serve starts one listener with serve's server settings.
-func (s *Service) serve(h http.Handler, h2c bool) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("harness: listen: %w", err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
-	if h2c {
-		var p http.Protocols
-		p.SetHTTP1(true)
-		p.SetUnencryptedHTTP2(true)
-		srv.Protocols = &p
-	}
-	s.servers = append(s.servers, srv)
-	s.background(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			panic(fmt.Sprintf("harness: service listener: %v", err))
-		}
-	})
-	return "http://" + ln.Addr().String(), nil
 }
 
 // WaitReady waits until the verifier has loaded a key set and the
 // install-change listener has connected (its first connect flushes the
 // token cache), as serve's /readyz does.
 func (s *Service) WaitReady(ctx context.Context) error {
-	for !s.Verifier.Ready() || !s.listening.Load() {
+	for !s.Verifier.Ready() || !s.Service.Ready() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("harness: JWKS never loaded or listener never connected: %w", ctx.Err())
@@ -186,18 +122,8 @@ func (s *Service) WaitReady(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the listeners and the background work and closes the pool.
+// Close stops the service (no drain: ShutdownDrain is zero) and waits for it.
 func (s *Service) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, srv := range s.servers {
-		if err := srv.Shutdown(ctx); err != nil {
-			_ = srv.Close()
-		}
-	}
 	s.cancel()
-	s.wg.Wait()
-	if s.Pool != nil {
-		s.Pool.Close()
-	}
+	<-s.done
 }

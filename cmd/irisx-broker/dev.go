@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,6 +38,11 @@ const (
 	devAPIPassword     = "dev-password"
 	devAPIClientID     = "0oadevapiuser0000000"
 	devAPIClientSecret = "dev-client-secret"
+
+	// The API key the dev simulator knows, for the API-key commands.
+	devKeyClientID     = "0oadevapikey00000000"
+	devKeyClientSecret = "dev-api-key-secret"
+	devKeyScopes       = "asset.view account.view"
 )
 
 // runDev is serve plus an in-process Trackunit simulator and a throwaway
@@ -62,11 +68,12 @@ func runDev(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 		return err
 	}
 	sim.AddUser(devAPIUsername, devAPIPassword, devAPIClientID, devAPIClientSecret)
+	sim.AddAPIKey(devKeyClientID, devKeyClientSecret, strings.Fields(devKeyScopes))
 	simLn, err := net.Listen("tcp", *simAddr)
 	if err != nil {
 		return fmt.Errorf("simulator listener: %w", err)
 	}
-	simSrv := newHTTPServer(sim.Handler(), false)
+	simSrv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = simSrv.Serve(simLn) }()
 	defer simSrv.Close()
 	simURL := "http://" + simLn.Addr().String()
@@ -197,6 +204,13 @@ Register the simulator's API user (password and client secret on standard input)
   curl -s http://%[3]s/irisx.broker.v1.TokenService/GetApiUserToken \
     -H 'Authorization: Bearer %[5]s' -H 'Content-Type: application/json' -d '{"name":"dev"}'
 
+Register the simulator's API key (client secret on standard input), then get its token:
+  printf '%%s\n' %[12]s | IRISX_ADMIN_TOKEN=%[6]s \
+    go run ./cmd/irisx-broker api-keys add --server http://%[3]s --name dev --client-id %[13]s --scopes %[14]q
+  curl -s http://%[3]s/irisx.broker.v1.TokenService/GetApiKeyToken \
+    -H 'Authorization: Bearer %[5]s' -H 'Content-Type: application/json' -d '{"name":"dev"}'
+
 `, simURL, public, internal, account, devInternalToken, devAdminToken, devAppID,
-		devAPIUsername, devAPIClientID, devAPIPassword, devAPIClientSecret)
+		devAPIUsername, devAPIClientID, devAPIPassword, devAPIClientSecret,
+		devKeyClientSecret, devKeyClientID, devKeyScopes)
 }

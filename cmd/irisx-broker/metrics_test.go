@@ -124,8 +124,8 @@ func TestMetricsAfterScriptedSequence(t *testing.T) {
 	}{
 		{"irisx_install_events_total", map[string]string{"type": "INSTALLED", "outcome": "installed"}, 1},
 		{"irisx_identity_failures_total", map[string]string{"reason": "malformed"}, 1},
-		{"irisx_token_cache_total", map[string]string{"result": "miss"}, 1},
-		{"irisx_token_cache_total", map[string]string{"result": "hit"}, 1},
+		{"irisx_token_cache_total", map[string]string{"result": "miss", "kind": "install"}, 1},
+		{"irisx_token_cache_total", map[string]string{"result": "hit", "kind": "install"}, 1},
 		{"irisx_upstream_requests_total", map[string]string{"endpoint": "apptoken", "outcome": "ok"}, 1},
 		{"irisx_http_requests_total", map[string]string{"listener": "public", "route": "/appinstall", "code": "200"}, 1},
 		{"irisx_http_requests_total", map[string]string{"listener": "public", "route": "/appinstall", "code": "401"}, 1},

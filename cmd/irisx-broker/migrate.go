@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 
+	"github.com/irisx-broker/irisx-broker/internal/service"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -63,21 +64,7 @@ func runMigrate(ctx context.Context, args []string, lookup env, stdout, stderr i
 	return nil
 }
 
-// migrateAtStart applies pending migrations on the direct database URL
-// before serving. A schema newer than this binary's (a rollback, or a
-// newer replica that migrated first during a rolling deploy) is logged and
-// served: migrations are expand-then-contract (migrations/README.md).
+// migrateAtStart is the service's own migration step (see service.Migrate).
 func migrateAtStart(ctx context.Context, directURL string, log *slog.Logger) error {
-	res, err := store.Migrate(ctx, directURL, log)
-	if err != nil {
-		return fmt.Errorf("applying migrations: %w", err)
-	}
-	switch {
-	case res.Newer():
-		log.Warn("the database schema is newer than this binary; serving on it (migrations are expand-then-contract)",
-			"schema_version", res.From, "binary_latest_migration", res.Latest)
-	case res.Applied() > 0:
-		log.Info("migrations applied", "from_version", res.From, "to_version", res.To, "lock_wait", res.LockWait)
-	}
-	return nil
+	return service.Migrate(ctx, directURL, log)
 }

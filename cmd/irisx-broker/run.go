@@ -27,6 +27,7 @@ commands:
   identity check [--jwks URL] [--token FILE]   the JWKS's keys; a captured token's verdict
   healthcheck [--url URL]     exit 0 when /readyz answers 200 (the image's HEALTHCHECK)
   version               the module version and VCS revision
+  api-keys add|list|delete    register Trackunit API keys (api-keys help for flags)
 `
 
 // run is the whole program, with its inputs and outputs injected so tests
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 		err = runHealthcheck(ctx, rest, lookup, stdout, stderr)
 	case "version", "--version":
 		err = runVersion(stdout)
+	case "api-keys":
+		err = runAPIKeys(ctx, rest, lookup, stdin, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -67,6 +70,5 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 	if err != nil && !errors.Is(err, errReported) {
 		fmt.Fprintf(stderr, "irisx-broker %s: %v\n", cmd, err)
 	}
-	_ = stdin
 	return err
 }

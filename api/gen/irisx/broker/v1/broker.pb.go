@@ -28,6 +28,73 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GetApiKeyTokenRequest names the API key and the scopes a token is wanted
+// for.
+type GetApiKeyTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name the API key was registered under with CreateApiKey. Required.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The scopes the token must carry, a subset of the key's. Empty means all
+	// of the key's scopes.
+	Scopes []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// The least lifetime, in seconds, the returned token must have left; as in
+	// GetTokenRequest.
+	MinValidSeconds int32 `protobuf:"varint,3,opt,name=min_valid_seconds,json=minValidSeconds,proto3" json:"min_valid_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetApiKeyTokenRequest) Reset() {
+	*x = GetApiKeyTokenRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetApiKeyTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetApiKeyTokenRequest) ProtoMessage() {}
+
+func (x *GetApiKeyTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetApiKeyTokenRequest.ProtoReflect.Descriptor instead.
+func (*GetApiKeyTokenRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetApiKeyTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetApiKeyTokenRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *GetApiKeyTokenRequest) GetMinValidSeconds() int32 {
+	if x != nil {
+		return x.MinValidSeconds
+	}
+	return 0
+}
+
 // GetTokenRequest names the install and the scopes a token is wanted for.
 type GetTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -51,7 +118,7 @@ type GetTokenRequest struct {
 
 func (x *GetTokenRequest) Reset() {
 	*x = GetTokenRequest{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[0]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -63,7 +130,7 @@ func (x *GetTokenRequest) String() string {
 func (*GetTokenRequest) ProtoMessage() {}
 
 func (x *GetTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[0]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -76,7 +143,7 @@ func (x *GetTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTokenRequest.ProtoReflect.Descriptor instead.
 func (*GetTokenRequest) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{0}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *GetTokenRequest) GetIrisAppId() string {
@@ -121,7 +188,7 @@ type GetApiUserTokenRequest struct {
 
 func (x *GetApiUserTokenRequest) Reset() {
 	*x = GetApiUserTokenRequest{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[1]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -133,7 +200,7 @@ func (x *GetApiUserTokenRequest) String() string {
 func (*GetApiUserTokenRequest) ProtoMessage() {}
 
 func (x *GetApiUserTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[1]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -146,7 +213,7 @@ func (x *GetApiUserTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetApiUserTokenRequest.ProtoReflect.Descriptor instead.
 func (*GetApiUserTokenRequest) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{1}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetApiUserTokenRequest) GetName() string {
@@ -183,7 +250,7 @@ type GetTokenResponse struct {
 
 func (x *GetTokenResponse) Reset() {
 	*x = GetTokenResponse{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[2]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +262,7 @@ func (x *GetTokenResponse) String() string {
 func (*GetTokenResponse) ProtoMessage() {}
 
 func (x *GetTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[2]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +275,7 @@ func (x *GetTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTokenResponse.ProtoReflect.Descriptor instead.
 func (*GetTokenResponse) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{2}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetTokenResponse) GetAccessToken() string {
@@ -258,7 +325,7 @@ type ListInstallsRequest struct {
 
 func (x *ListInstallsRequest) Reset() {
 	*x = ListInstallsRequest{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[3]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +337,7 @@ func (x *ListInstallsRequest) String() string {
 func (*ListInstallsRequest) ProtoMessage() {}
 
 func (x *ListInstallsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[3]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +350,7 @@ func (x *ListInstallsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstallsRequest.ProtoReflect.Descriptor instead.
 func (*ListInstallsRequest) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{3}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListInstallsRequest) GetIrisAppId() string {
@@ -327,7 +394,7 @@ type ListInstallsResponse struct {
 
 func (x *ListInstallsResponse) Reset() {
 	*x = ListInstallsResponse{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[4]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +406,7 @@ func (x *ListInstallsResponse) String() string {
 func (*ListInstallsResponse) ProtoMessage() {}
 
 func (x *ListInstallsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[4]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +419,7 @@ func (x *ListInstallsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstallsResponse.ProtoReflect.Descriptor instead.
 func (*ListInstallsResponse) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{4}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListInstallsResponse) GetInstalls() []*Install {
@@ -382,7 +449,7 @@ type GetInstallRequest struct {
 
 func (x *GetInstallRequest) Reset() {
 	*x = GetInstallRequest{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[5]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +461,7 @@ func (x *GetInstallRequest) String() string {
 func (*GetInstallRequest) ProtoMessage() {}
 
 func (x *GetInstallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[5]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +474,7 @@ func (x *GetInstallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstallRequest.ProtoReflect.Descriptor instead.
 func (*GetInstallRequest) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetInstallRequest) GetIrisAppId() string {
@@ -437,7 +504,7 @@ type GetInstallResponse struct {
 
 func (x *GetInstallResponse) Reset() {
 	*x = GetInstallResponse{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[6]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +516,7 @@ func (x *GetInstallResponse) String() string {
 func (*GetInstallResponse) ProtoMessage() {}
 
 func (x *GetInstallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[6]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +529,7 @@ func (x *GetInstallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstallResponse.ProtoReflect.Descriptor instead.
 func (*GetInstallResponse) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetInstallResponse) GetInstall() *Install {
@@ -510,7 +577,7 @@ type Install struct {
 
 func (x *Install) Reset() {
 	*x = Install{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[7]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +589,7 @@ func (x *Install) String() string {
 func (*Install) ProtoMessage() {}
 
 func (x *Install) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[7]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +602,7 @@ func (x *Install) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Install.ProtoReflect.Descriptor instead.
 func (*Install) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Install) GetIrisAppId() string {
@@ -627,7 +694,7 @@ type InstallEvent struct {
 
 func (x *InstallEvent) Reset() {
 	*x = InstallEvent{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[8]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +706,7 @@ func (x *InstallEvent) String() string {
 func (*InstallEvent) ProtoMessage() {}
 
 func (x *InstallEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[8]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +719,7 @@ func (x *InstallEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallEvent.ProtoReflect.Descriptor instead.
 func (*InstallEvent) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InstallEvent) GetId() int64 {
@@ -732,7 +799,7 @@ type CreateApiUserRequest struct {
 
 func (x *CreateApiUserRequest) Reset() {
 	*x = CreateApiUserRequest{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +811,7 @@ func (x *CreateApiUserRequest) String() string {
 func (*CreateApiUserRequest) ProtoMessage() {}
 
 func (x *CreateApiUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +824,7 @@ func (x *CreateApiUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiUserRequest) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateApiUserRequest) GetName() string {
@@ -813,7 +880,7 @@ type CreateApiUserResponse struct {
 
 func (x *CreateApiUserResponse) Reset() {
 	*x = CreateApiUserResponse{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +892,7 @@ func (x *CreateApiUserResponse) String() string {
 func (*CreateApiUserResponse) ProtoMessage() {}
 
 func (x *CreateApiUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +905,7 @@ func (x *CreateApiUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiUserResponse) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateApiUserResponse) GetApiUser() *ApiUser {
@@ -857,7 +924,7 @@ type ListApiUsersRequest struct {
 
 func (x *ListApiUsersRequest) Reset() {
 	*x = ListApiUsersRequest{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +936,7 @@ func (x *ListApiUsersRequest) String() string {
 func (*ListApiUsersRequest) ProtoMessage() {}
 
 func (x *ListApiUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +949,7 @@ func (x *ListApiUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListApiUsersRequest) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 // ListApiUsersResponse lists the registered API users.
@@ -896,7 +963,7 @@ type ListApiUsersResponse struct {
 
 func (x *ListApiUsersResponse) Reset() {
 	*x = ListApiUsersResponse{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +975,7 @@ func (x *ListApiUsersResponse) String() string {
 func (*ListApiUsersResponse) ProtoMessage() {}
 
 func (x *ListApiUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +988,7 @@ func (x *ListApiUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListApiUsersResponse) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListApiUsersResponse) GetApiUsers() []*ApiUser {
@@ -942,7 +1009,7 @@ type DeleteApiUserRequest struct {
 
 func (x *DeleteApiUserRequest) Reset() {
 	*x = DeleteApiUserRequest{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[13]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1021,7 @@ func (x *DeleteApiUserRequest) String() string {
 func (*DeleteApiUserRequest) ProtoMessage() {}
 
 func (x *DeleteApiUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[13]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1034,7 @@ func (x *DeleteApiUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteApiUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteApiUserRequest) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteApiUserRequest) GetName() string {
@@ -986,7 +1053,7 @@ type DeleteApiUserResponse struct {
 
 func (x *DeleteApiUserResponse) Reset() {
 	*x = DeleteApiUserResponse{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[14]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1065,7 @@ func (x *DeleteApiUserResponse) String() string {
 func (*DeleteApiUserResponse) ProtoMessage() {}
 
 func (x *DeleteApiUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[14]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1078,7 @@ func (x *DeleteApiUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteApiUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteApiUserResponse) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 // ApiUser is a registered Trackunit API user. It never carries a secret:
@@ -1042,7 +1109,7 @@ type ApiUser struct {
 
 func (x *ApiUser) Reset() {
 	*x = ApiUser{}
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[15]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1121,7 @@ func (x *ApiUser) String() string {
 func (*ApiUser) ProtoMessage() {}
 
 func (x *ApiUser) ProtoReflect() protoreflect.Message {
-	mi := &file_irisx_broker_v1_broker_proto_msgTypes[15]
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1134,7 @@ func (x *ApiUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiUser.ProtoReflect.Descriptor instead.
 func (*ApiUser) Descriptor() ([]byte, []int) {
-	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApiUser) GetName() string {
@@ -1126,11 +1193,402 @@ func (x *ApiUser) GetLastError() string {
 	return ""
 }
 
+// CreateApiKeyRequest holds an API key's credentials. Every field is
+// required. It must never be logged or put in an error.
+type CreateApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name the key is known by in the broker, chosen freely.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The key's OAuth client id. Stored encrypted.
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The key's OAuth client secret. Stored encrypted, never returned.
+	ClientSecret string `protobuf:"bytes,3,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	// The scopes the key may be asked for, at least one.
+	Scopes        []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateApiKeyRequest) Reset() {
+	*x = CreateApiKeyRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateApiKeyRequest) ProtoMessage() {}
+
+func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateApiKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateApiKeyRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *CreateApiKeyRequest) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *CreateApiKeyRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+// CreateApiKeyResponse is the registered API key.
+type CreateApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The API key as stored, without its secrets.
+	ApiKey        *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateApiKeyResponse) Reset() {
+	*x = CreateApiKeyResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateApiKeyResponse) ProtoMessage() {}
+
+func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreateApiKeyResponse) GetApiKey() *ApiKey {
+	if x != nil {
+		return x.ApiKey
+	}
+	return nil
+}
+
+// ListApiKeysRequest has no fields: every API key is listed.
+type ListApiKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApiKeysRequest) Reset() {
+	*x = ListApiKeysRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApiKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApiKeysRequest) ProtoMessage() {}
+
+func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{19}
+}
+
+// ListApiKeysResponse lists the registered API keys.
+type ListApiKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The API keys, ordered by name.
+	ApiKeys       []*ApiKey `protobuf:"bytes,1,rep,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApiKeysResponse) Reset() {
+	*x = ListApiKeysResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApiKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApiKeysResponse) ProtoMessage() {}
+
+func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListApiKeysResponse) GetApiKeys() []*ApiKey {
+	if x != nil {
+		return x.ApiKeys
+	}
+	return nil
+}
+
+// DeleteApiKeyRequest names the API key to remove.
+type DeleteApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name the API key was registered under. Required.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteApiKeyRequest) Reset() {
+	*x = DeleteApiKeyRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteApiKeyRequest) ProtoMessage() {}
+
+func (x *DeleteApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*DeleteApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeleteApiKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteApiKeyResponse is empty: the key is gone.
+type DeleteApiKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteApiKeyResponse) Reset() {
+	*x = DeleteApiKeyResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteApiKeyResponse) ProtoMessage() {}
+
+func (x *DeleteApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*DeleteApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+}
+
+// ApiKey is a registered Trackunit API key. It never carries a secret.
+type ApiKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name the key is known by in the broker.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// At most the last 4 characters of the client id.
+	ClientIdHint string `protobuf:"bytes,2,opt,name=client_id_hint,json=clientIdHint,proto3" json:"client_id_hint,omitempty"`
+	// The scopes the key may be asked for.
+	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// "active", or "credentials_rejected" when Trackunit refused the key.
+	Status string `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	// When the key was registered.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When a token for this key was last minted; absent if never.
+	LastTokenAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_token_at,json=lastTokenAt,proto3" json:"last_token_at,omitempty"`
+	// The last error met while minting, such as "invalid_client"; absent
+	// when the last attempt succeeded. Never holds a secret.
+	LastError     *string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3,oneof" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKey) Reset() {
+	*x = ApiKey{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKey) ProtoMessage() {}
+
+func (x *ApiKey) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
+func (*ApiKey) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ApiKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiKey) GetClientIdHint() string {
+	if x != nil {
+		return x.ClientIdHint
+	}
+	return ""
+}
+
+func (x *ApiKey) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *ApiKey) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ApiKey) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ApiKey) GetLastTokenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastTokenAt
+	}
+	return nil
+}
+
+func (x *ApiKey) GetLastError() string {
+	if x != nil && x.LastError != nil {
+		return *x.LastError
+	}
+	return ""
+}
+
 var File_irisx_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_irisx_broker_v1_broker_proto_rawDesc = "" +
 	"\n" +
-	"\x1cirisx/broker/v1/broker.proto\x12\x0firisx.broker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n" +
+	"\x1cirisx/broker/v1/broker.proto\x12\x0firisx.broker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n" +
+	"\x15GetApiKeyTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12*\n" +
+	"\x11min_valid_seconds\x18\x03 \x01(\x05R\x0fminValidSeconds\"\x94\x01\n" +
 	"\x0fGetTokenRequest\x12\x1e\n" +
 	"\viris_app_id\x18\x01 \x01(\tR\tirisAppId\x12\x1d\n" +
 	"\n" +
@@ -1214,10 +1672,35 @@ const file_irisx_broker_v1_broker_proto_rawDesc = "" +
 	"\rlast_token_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastTokenAt\x12\"\n" +
 	"\n" +
 	"last_error\x18\b \x01(\tH\x00R\tlastError\x88\x01\x01B\r\n" +
-	"\v_last_error2\xc8\x01\n" +
+	"\v_last_error\"\x88\x01\n" +
+	"\x13CreateApiKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12(\n" +
+	"\rclient_secret\x18\x03 \x01(\tB\x03\x80\x01\x01R\fclientSecret\x12\x16\n" +
+	"\x06scopes\x18\x04 \x03(\tR\x06scopes\"H\n" +
+	"\x14CreateApiKeyResponse\x120\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x17.irisx.broker.v1.ApiKeyR\x06apiKey\"\x14\n" +
+	"\x12ListApiKeysRequest\"I\n" +
+	"\x13ListApiKeysResponse\x122\n" +
+	"\bapi_keys\x18\x01 \x03(\v2\x17.irisx.broker.v1.ApiKeyR\aapiKeys\")\n" +
+	"\x13DeleteApiKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteApiKeyResponse\"\xa0\x02\n" +
+	"\x06ApiKey\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
+	"\x0eclient_id_hint\x18\x02 \x01(\tR\fclientIdHint\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12>\n" +
+	"\rlast_token_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastTokenAt\x12\"\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tH\x00R\tlastError\x88\x01\x01B\r\n" +
+	"\v_last_error2\xaa\x02\n" +
 	"\fTokenService\x12T\n" +
 	"\bGetToken\x12 .irisx.broker.v1.GetTokenRequest\x1a!.irisx.broker.v1.GetTokenResponse\"\x03\x90\x02\x02\x12b\n" +
-	"\x0fGetApiUserToken\x12'.irisx.broker.v1.GetApiUserTokenRequest\x1a!.irisx.broker.v1.GetTokenResponse\"\x03\x90\x02\x022\xce\x01\n" +
+	"\x0fGetApiUserToken\x12'.irisx.broker.v1.GetApiUserTokenRequest\x1a!.irisx.broker.v1.GetTokenResponse\"\x03\x90\x02\x02\x12`\n" +
+	"\x0eGetApiKeyToken\x12&.irisx.broker.v1.GetApiKeyTokenRequest\x1a!.irisx.broker.v1.GetTokenResponse\"\x03\x90\x02\x022\xce\x01\n" +
 	"\x0eInstallService\x12`\n" +
 	"\fListInstalls\x12$.irisx.broker.v1.ListInstallsRequest\x1a%.irisx.broker.v1.ListInstallsResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\n" +
@@ -1225,7 +1708,11 @@ const file_irisx_broker_v1_broker_proto_rawDesc = "" +
 	"\x0eApiUserService\x12^\n" +
 	"\rCreateApiUser\x12%.irisx.broker.v1.CreateApiUserRequest\x1a&.irisx.broker.v1.CreateApiUserResponse\x12`\n" +
 	"\fListApiUsers\x12$.irisx.broker.v1.ListApiUsersRequest\x1a%.irisx.broker.v1.ListApiUsersResponse\"\x03\x90\x02\x01\x12c\n" +
-	"\rDeleteApiUser\x12%.irisx.broker.v1.DeleteApiUserRequest\x1a&.irisx.broker.v1.DeleteApiUserResponse\"\x03\x90\x02\x02BGZEgithub.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1;brokerv1b\x06proto3"
+	"\rDeleteApiUser\x12%.irisx.broker.v1.DeleteApiUserRequest\x1a&.irisx.broker.v1.DeleteApiUserResponse\"\x03\x90\x02\x022\xad\x02\n" +
+	"\rApiKeyService\x12[\n" +
+	"\fCreateApiKey\x12$.irisx.broker.v1.CreateApiKeyRequest\x1a%.irisx.broker.v1.CreateApiKeyResponse\x12]\n" +
+	"\vListApiKeys\x12#.irisx.broker.v1.ListApiKeysRequest\x1a$.irisx.broker.v1.ListApiKeysResponse\"\x03\x90\x02\x01\x12`\n" +
+	"\fDeleteApiKey\x12$.irisx.broker.v1.DeleteApiKeyRequest\x1a%.irisx.broker.v1.DeleteApiKeyResponse\"\x03\x90\x02\x02BGZEgithub.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1;brokerv1b\x06proto3"
 
 var (
 	file_irisx_broker_v1_broker_proto_rawDescOnce sync.Once
@@ -1239,61 +1726,81 @@ func file_irisx_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_irisx_broker_v1_broker_proto_rawDescData
 }
 
-var file_irisx_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_irisx_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_irisx_broker_v1_broker_proto_goTypes = []any{
-	(*GetTokenRequest)(nil),        // 0: irisx.broker.v1.GetTokenRequest
-	(*GetApiUserTokenRequest)(nil), // 1: irisx.broker.v1.GetApiUserTokenRequest
-	(*GetTokenResponse)(nil),       // 2: irisx.broker.v1.GetTokenResponse
-	(*ListInstallsRequest)(nil),    // 3: irisx.broker.v1.ListInstallsRequest
-	(*ListInstallsResponse)(nil),   // 4: irisx.broker.v1.ListInstallsResponse
-	(*GetInstallRequest)(nil),      // 5: irisx.broker.v1.GetInstallRequest
-	(*GetInstallResponse)(nil),     // 6: irisx.broker.v1.GetInstallResponse
-	(*Install)(nil),                // 7: irisx.broker.v1.Install
-	(*InstallEvent)(nil),           // 8: irisx.broker.v1.InstallEvent
-	(*CreateApiUserRequest)(nil),   // 9: irisx.broker.v1.CreateApiUserRequest
-	(*CreateApiUserResponse)(nil),  // 10: irisx.broker.v1.CreateApiUserResponse
-	(*ListApiUsersRequest)(nil),    // 11: irisx.broker.v1.ListApiUsersRequest
-	(*ListApiUsersResponse)(nil),   // 12: irisx.broker.v1.ListApiUsersResponse
-	(*DeleteApiUserRequest)(nil),   // 13: irisx.broker.v1.DeleteApiUserRequest
-	(*DeleteApiUserResponse)(nil),  // 14: irisx.broker.v1.DeleteApiUserResponse
-	(*ApiUser)(nil),                // 15: irisx.broker.v1.ApiUser
-	(*timestamppb.Timestamp)(nil),  // 16: google.protobuf.Timestamp
+	(*GetApiKeyTokenRequest)(nil),  // 0: irisx.broker.v1.GetApiKeyTokenRequest
+	(*GetTokenRequest)(nil),        // 1: irisx.broker.v1.GetTokenRequest
+	(*GetApiUserTokenRequest)(nil), // 2: irisx.broker.v1.GetApiUserTokenRequest
+	(*GetTokenResponse)(nil),       // 3: irisx.broker.v1.GetTokenResponse
+	(*ListInstallsRequest)(nil),    // 4: irisx.broker.v1.ListInstallsRequest
+	(*ListInstallsResponse)(nil),   // 5: irisx.broker.v1.ListInstallsResponse
+	(*GetInstallRequest)(nil),      // 6: irisx.broker.v1.GetInstallRequest
+	(*GetInstallResponse)(nil),     // 7: irisx.broker.v1.GetInstallResponse
+	(*Install)(nil),                // 8: irisx.broker.v1.Install
+	(*InstallEvent)(nil),           // 9: irisx.broker.v1.InstallEvent
+	(*CreateApiUserRequest)(nil),   // 10: irisx.broker.v1.CreateApiUserRequest
+	(*CreateApiUserResponse)(nil),  // 11: irisx.broker.v1.CreateApiUserResponse
+	(*ListApiUsersRequest)(nil),    // 12: irisx.broker.v1.ListApiUsersRequest
+	(*ListApiUsersResponse)(nil),   // 13: irisx.broker.v1.ListApiUsersResponse
+	(*DeleteApiUserRequest)(nil),   // 14: irisx.broker.v1.DeleteApiUserRequest
+	(*DeleteApiUserResponse)(nil),  // 15: irisx.broker.v1.DeleteApiUserResponse
+	(*ApiUser)(nil),                // 16: irisx.broker.v1.ApiUser
+	(*CreateApiKeyRequest)(nil),    // 17: irisx.broker.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),   // 18: irisx.broker.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),     // 19: irisx.broker.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),    // 20: irisx.broker.v1.ListApiKeysResponse
+	(*DeleteApiKeyRequest)(nil),    // 21: irisx.broker.v1.DeleteApiKeyRequest
+	(*DeleteApiKeyResponse)(nil),   // 22: irisx.broker.v1.DeleteApiKeyResponse
+	(*ApiKey)(nil),                 // 23: irisx.broker.v1.ApiKey
+	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
 }
 var file_irisx_broker_v1_broker_proto_depIdxs = []int32{
-	16, // 0: irisx.broker.v1.GetTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 1: irisx.broker.v1.ListInstallsResponse.installs:type_name -> irisx.broker.v1.Install
-	7,  // 2: irisx.broker.v1.GetInstallResponse.install:type_name -> irisx.broker.v1.Install
-	8,  // 3: irisx.broker.v1.GetInstallResponse.events:type_name -> irisx.broker.v1.InstallEvent
-	16, // 4: irisx.broker.v1.Install.installed_at:type_name -> google.protobuf.Timestamp
-	16, // 5: irisx.broker.v1.Install.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 6: irisx.broker.v1.Install.uninstalled_at:type_name -> google.protobuf.Timestamp
-	16, // 7: irisx.broker.v1.Install.last_token_at:type_name -> google.protobuf.Timestamp
-	16, // 8: irisx.broker.v1.InstallEvent.event_at:type_name -> google.protobuf.Timestamp
-	16, // 9: irisx.broker.v1.InstallEvent.received_at:type_name -> google.protobuf.Timestamp
-	15, // 10: irisx.broker.v1.CreateApiUserResponse.api_user:type_name -> irisx.broker.v1.ApiUser
-	15, // 11: irisx.broker.v1.ListApiUsersResponse.api_users:type_name -> irisx.broker.v1.ApiUser
-	16, // 12: irisx.broker.v1.ApiUser.created_at:type_name -> google.protobuf.Timestamp
-	16, // 13: irisx.broker.v1.ApiUser.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 14: irisx.broker.v1.ApiUser.last_token_at:type_name -> google.protobuf.Timestamp
-	0,  // 15: irisx.broker.v1.TokenService.GetToken:input_type -> irisx.broker.v1.GetTokenRequest
-	1,  // 16: irisx.broker.v1.TokenService.GetApiUserToken:input_type -> irisx.broker.v1.GetApiUserTokenRequest
-	3,  // 17: irisx.broker.v1.InstallService.ListInstalls:input_type -> irisx.broker.v1.ListInstallsRequest
-	5,  // 18: irisx.broker.v1.InstallService.GetInstall:input_type -> irisx.broker.v1.GetInstallRequest
-	9,  // 19: irisx.broker.v1.ApiUserService.CreateApiUser:input_type -> irisx.broker.v1.CreateApiUserRequest
-	11, // 20: irisx.broker.v1.ApiUserService.ListApiUsers:input_type -> irisx.broker.v1.ListApiUsersRequest
-	13, // 21: irisx.broker.v1.ApiUserService.DeleteApiUser:input_type -> irisx.broker.v1.DeleteApiUserRequest
-	2,  // 22: irisx.broker.v1.TokenService.GetToken:output_type -> irisx.broker.v1.GetTokenResponse
-	2,  // 23: irisx.broker.v1.TokenService.GetApiUserToken:output_type -> irisx.broker.v1.GetTokenResponse
-	4,  // 24: irisx.broker.v1.InstallService.ListInstalls:output_type -> irisx.broker.v1.ListInstallsResponse
-	6,  // 25: irisx.broker.v1.InstallService.GetInstall:output_type -> irisx.broker.v1.GetInstallResponse
-	10, // 26: irisx.broker.v1.ApiUserService.CreateApiUser:output_type -> irisx.broker.v1.CreateApiUserResponse
-	12, // 27: irisx.broker.v1.ApiUserService.ListApiUsers:output_type -> irisx.broker.v1.ListApiUsersResponse
-	14, // 28: irisx.broker.v1.ApiUserService.DeleteApiUser:output_type -> irisx.broker.v1.DeleteApiUserResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	24, // 0: irisx.broker.v1.GetTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 1: irisx.broker.v1.ListInstallsResponse.installs:type_name -> irisx.broker.v1.Install
+	8,  // 2: irisx.broker.v1.GetInstallResponse.install:type_name -> irisx.broker.v1.Install
+	9,  // 3: irisx.broker.v1.GetInstallResponse.events:type_name -> irisx.broker.v1.InstallEvent
+	24, // 4: irisx.broker.v1.Install.installed_at:type_name -> google.protobuf.Timestamp
+	24, // 5: irisx.broker.v1.Install.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 6: irisx.broker.v1.Install.uninstalled_at:type_name -> google.protobuf.Timestamp
+	24, // 7: irisx.broker.v1.Install.last_token_at:type_name -> google.protobuf.Timestamp
+	24, // 8: irisx.broker.v1.InstallEvent.event_at:type_name -> google.protobuf.Timestamp
+	24, // 9: irisx.broker.v1.InstallEvent.received_at:type_name -> google.protobuf.Timestamp
+	16, // 10: irisx.broker.v1.CreateApiUserResponse.api_user:type_name -> irisx.broker.v1.ApiUser
+	16, // 11: irisx.broker.v1.ListApiUsersResponse.api_users:type_name -> irisx.broker.v1.ApiUser
+	24, // 12: irisx.broker.v1.ApiUser.created_at:type_name -> google.protobuf.Timestamp
+	24, // 13: irisx.broker.v1.ApiUser.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 14: irisx.broker.v1.ApiUser.last_token_at:type_name -> google.protobuf.Timestamp
+	23, // 15: irisx.broker.v1.CreateApiKeyResponse.api_key:type_name -> irisx.broker.v1.ApiKey
+	23, // 16: irisx.broker.v1.ListApiKeysResponse.api_keys:type_name -> irisx.broker.v1.ApiKey
+	24, // 17: irisx.broker.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
+	24, // 18: irisx.broker.v1.ApiKey.last_token_at:type_name -> google.protobuf.Timestamp
+	1,  // 19: irisx.broker.v1.TokenService.GetToken:input_type -> irisx.broker.v1.GetTokenRequest
+	2,  // 20: irisx.broker.v1.TokenService.GetApiUserToken:input_type -> irisx.broker.v1.GetApiUserTokenRequest
+	0,  // 21: irisx.broker.v1.TokenService.GetApiKeyToken:input_type -> irisx.broker.v1.GetApiKeyTokenRequest
+	4,  // 22: irisx.broker.v1.InstallService.ListInstalls:input_type -> irisx.broker.v1.ListInstallsRequest
+	6,  // 23: irisx.broker.v1.InstallService.GetInstall:input_type -> irisx.broker.v1.GetInstallRequest
+	10, // 24: irisx.broker.v1.ApiUserService.CreateApiUser:input_type -> irisx.broker.v1.CreateApiUserRequest
+	12, // 25: irisx.broker.v1.ApiUserService.ListApiUsers:input_type -> irisx.broker.v1.ListApiUsersRequest
+	14, // 26: irisx.broker.v1.ApiUserService.DeleteApiUser:input_type -> irisx.broker.v1.DeleteApiUserRequest
+	17, // 27: irisx.broker.v1.ApiKeyService.CreateApiKey:input_type -> irisx.broker.v1.CreateApiKeyRequest
+	19, // 28: irisx.broker.v1.ApiKeyService.ListApiKeys:input_type -> irisx.broker.v1.ListApiKeysRequest
+	21, // 29: irisx.broker.v1.ApiKeyService.DeleteApiKey:input_type -> irisx.broker.v1.DeleteApiKeyRequest
+	3,  // 30: irisx.broker.v1.TokenService.GetToken:output_type -> irisx.broker.v1.GetTokenResponse
+	3,  // 31: irisx.broker.v1.TokenService.GetApiUserToken:output_type -> irisx.broker.v1.GetTokenResponse
+	3,  // 32: irisx.broker.v1.TokenService.GetApiKeyToken:output_type -> irisx.broker.v1.GetTokenResponse
+	5,  // 33: irisx.broker.v1.InstallService.ListInstalls:output_type -> irisx.broker.v1.ListInstallsResponse
+	7,  // 34: irisx.broker.v1.InstallService.GetInstall:output_type -> irisx.broker.v1.GetInstallResponse
+	11, // 35: irisx.broker.v1.ApiUserService.CreateApiUser:output_type -> irisx.broker.v1.CreateApiUserResponse
+	13, // 36: irisx.broker.v1.ApiUserService.ListApiUsers:output_type -> irisx.broker.v1.ListApiUsersResponse
+	15, // 37: irisx.broker.v1.ApiUserService.DeleteApiUser:output_type -> irisx.broker.v1.DeleteApiUserResponse
+	18, // 38: irisx.broker.v1.ApiKeyService.CreateApiKey:output_type -> irisx.broker.v1.CreateApiKeyResponse
+	20, // 39: irisx.broker.v1.ApiKeyService.ListApiKeys:output_type -> irisx.broker.v1.ListApiKeysResponse
+	22, // 40: irisx.broker.v1.ApiKeyService.DeleteApiKey:output_type -> irisx.broker.v1.DeleteApiKeyResponse
+	30, // [30:41] is the sub-list for method output_type
+	19, // [19:30] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_irisx_broker_v1_broker_proto_init() }
@@ -1301,17 +1808,18 @@ func file_irisx_broker_v1_broker_proto_init() {
 	if File_irisx_broker_v1_broker_proto != nil {
 		return
 	}
-	file_irisx_broker_v1_broker_proto_msgTypes[7].OneofWrappers = []any{}
-	file_irisx_broker_v1_broker_proto_msgTypes[15].OneofWrappers = []any{}
+	file_irisx_broker_v1_broker_proto_msgTypes[8].OneofWrappers = []any{}
+	file_irisx_broker_v1_broker_proto_msgTypes[16].OneofWrappers = []any{}
+	file_irisx_broker_v1_broker_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_irisx_broker_v1_broker_proto_rawDesc), len(file_irisx_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   24,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_irisx_broker_v1_broker_proto_goTypes,
 		DependencyIndexes: file_irisx_broker_v1_broker_proto_depIdxs,

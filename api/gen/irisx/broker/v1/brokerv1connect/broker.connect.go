@@ -33,6 +33,8 @@ const (
 	InstallServiceName = "irisx.broker.v1.InstallService"
 	// ApiUserServiceName is the fully-qualified name of the ApiUserService service.
 	ApiUserServiceName = "irisx.broker.v1.ApiUserService"
+	// ApiKeyServiceName is the fully-qualified name of the ApiKeyService service.
+	ApiKeyServiceName = "irisx.broker.v1.ApiKeyService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -48,6 +50,9 @@ const (
 	// TokenServiceGetApiUserTokenProcedure is the fully-qualified name of the TokenService's
 	// GetApiUserToken RPC.
 	TokenServiceGetApiUserTokenProcedure = "/irisx.broker.v1.TokenService/GetApiUserToken"
+	// TokenServiceGetApiKeyTokenProcedure is the fully-qualified name of the TokenService's
+	// GetApiKeyToken RPC.
+	TokenServiceGetApiKeyTokenProcedure = "/irisx.broker.v1.TokenService/GetApiKeyToken"
 	// InstallServiceListInstallsProcedure is the fully-qualified name of the InstallService's
 	// ListInstalls RPC.
 	InstallServiceListInstallsProcedure = "/irisx.broker.v1.InstallService/ListInstalls"
@@ -63,6 +68,15 @@ const (
 	// ApiUserServiceDeleteApiUserProcedure is the fully-qualified name of the ApiUserService's
 	// DeleteApiUser RPC.
 	ApiUserServiceDeleteApiUserProcedure = "/irisx.broker.v1.ApiUserService/DeleteApiUser"
+	// ApiKeyServiceCreateApiKeyProcedure is the fully-qualified name of the ApiKeyService's
+	// CreateApiKey RPC.
+	ApiKeyServiceCreateApiKeyProcedure = "/irisx.broker.v1.ApiKeyService/CreateApiKey"
+	// ApiKeyServiceListApiKeysProcedure is the fully-qualified name of the ApiKeyService's ListApiKeys
+	// RPC.
+	ApiKeyServiceListApiKeysProcedure = "/irisx.broker.v1.ApiKeyService/ListApiKeys"
+	// ApiKeyServiceDeleteApiKeyProcedure is the fully-qualified name of the ApiKeyService's
+	// DeleteApiKey RPC.
+	ApiKeyServiceDeleteApiKeyProcedure = "/irisx.broker.v1.ApiKeyService/DeleteApiKey"
 )
 
 // TokenServiceClient is a client for the irisx.broker.v1.TokenService service.
@@ -90,6 +104,15 @@ type TokenServiceClient interface {
 	// Trackunit rejects the user's credentials; `unavailable` when Trackunit
 	// keeps failing and no cached token is still valid.
 	GetApiUserToken(context.Context, *connect.Request[v1.GetApiUserTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
+	// GetApiKeyToken returns an access token for a registered Trackunit API
+	// key (see ApiKeyService), minted at /token/v2 with the key's client
+	// credentials and shared by every replica.
+	//
+	// Errors: `not_found` for an unknown API key; `invalid_argument` for a
+	// scope outside the key's (no upstream call is made); `failed_precondition`
+	// when Trackunit rejected the key's credentials; `unavailable` when
+	// Trackunit keeps failing and no cached token is still valid.
+	GetApiKeyToken(context.Context, *connect.Request[v1.GetApiKeyTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
 }
 
 // NewTokenServiceClient constructs a client for the irisx.broker.v1.TokenService service. By
@@ -117,6 +140,13 @@ func NewTokenServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		getApiKeyToken: connect.NewClient[v1.GetApiKeyTokenRequest, v1.GetTokenResponse](
+			httpClient,
+			baseURL+TokenServiceGetApiKeyTokenProcedure,
+			connect.WithSchema(tokenServiceMethods.ByName("GetApiKeyToken")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -124,6 +154,7 @@ func NewTokenServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type tokenServiceClient struct {
 	getToken        *connect.Client[v1.GetTokenRequest, v1.GetTokenResponse]
 	getApiUserToken *connect.Client[v1.GetApiUserTokenRequest, v1.GetTokenResponse]
+	getApiKeyToken  *connect.Client[v1.GetApiKeyTokenRequest, v1.GetTokenResponse]
 }
 
 // GetToken calls irisx.broker.v1.TokenService.GetToken.
@@ -134,6 +165,11 @@ func (c *tokenServiceClient) GetToken(ctx context.Context, req *connect.Request[
 // GetApiUserToken calls irisx.broker.v1.TokenService.GetApiUserToken.
 func (c *tokenServiceClient) GetApiUserToken(ctx context.Context, req *connect.Request[v1.GetApiUserTokenRequest]) (*connect.Response[v1.GetTokenResponse], error) {
 	return c.getApiUserToken.CallUnary(ctx, req)
+}
+
+// GetApiKeyToken calls irisx.broker.v1.TokenService.GetApiKeyToken.
+func (c *tokenServiceClient) GetApiKeyToken(ctx context.Context, req *connect.Request[v1.GetApiKeyTokenRequest]) (*connect.Response[v1.GetTokenResponse], error) {
+	return c.getApiKeyToken.CallUnary(ctx, req)
 }
 
 // TokenServiceHandler is an implementation of the irisx.broker.v1.TokenService service.
@@ -161,6 +197,15 @@ type TokenServiceHandler interface {
 	// Trackunit rejects the user's credentials; `unavailable` when Trackunit
 	// keeps failing and no cached token is still valid.
 	GetApiUserToken(context.Context, *connect.Request[v1.GetApiUserTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
+	// GetApiKeyToken returns an access token for a registered Trackunit API
+	// key (see ApiKeyService), minted at /token/v2 with the key's client
+	// credentials and shared by every replica.
+	//
+	// Errors: `not_found` for an unknown API key; `invalid_argument` for a
+	// scope outside the key's (no upstream call is made); `failed_precondition`
+	// when Trackunit rejected the key's credentials; `unavailable` when
+	// Trackunit keeps failing and no cached token is still valid.
+	GetApiKeyToken(context.Context, *connect.Request[v1.GetApiKeyTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
 }
 
 // NewTokenServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -184,12 +229,21 @@ func NewTokenServiceHandler(svc TokenServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	tokenServiceGetApiKeyTokenHandler := connect.NewUnaryHandler(
+		TokenServiceGetApiKeyTokenProcedure,
+		svc.GetApiKeyToken,
+		connect.WithSchema(tokenServiceMethods.ByName("GetApiKeyToken")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/irisx.broker.v1.TokenService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TokenServiceGetTokenProcedure:
 			tokenServiceGetTokenHandler.ServeHTTP(w, r)
 		case TokenServiceGetApiUserTokenProcedure:
 			tokenServiceGetApiUserTokenHandler.ServeHTTP(w, r)
+		case TokenServiceGetApiKeyTokenProcedure:
+			tokenServiceGetApiKeyTokenHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -205,6 +259,10 @@ func (UnimplementedTokenServiceHandler) GetToken(context.Context, *connect.Reque
 
 func (UnimplementedTokenServiceHandler) GetApiUserToken(context.Context, *connect.Request[v1.GetApiUserTokenRequest]) (*connect.Response[v1.GetTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.TokenService.GetApiUserToken is not implemented"))
+}
+
+func (UnimplementedTokenServiceHandler) GetApiKeyToken(context.Context, *connect.Request[v1.GetApiKeyTokenRequest]) (*connect.Response[v1.GetTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.TokenService.GetApiKeyToken is not implemented"))
 }
 
 // InstallServiceClient is a client for the irisx.broker.v1.InstallService service.
@@ -451,4 +509,140 @@ func (UnimplementedApiUserServiceHandler) ListApiUsers(context.Context, *connect
 
 func (UnimplementedApiUserServiceHandler) DeleteApiUser(context.Context, *connect.Request[v1.DeleteApiUserRequest]) (*connect.Response[v1.DeleteApiUserResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.ApiUserService.DeleteApiUser is not implemented"))
+}
+
+// ApiKeyServiceClient is a client for the irisx.broker.v1.ApiKeyService service.
+type ApiKeyServiceClient interface {
+	// CreateApiKey registers an API key, or replaces the credentials and
+	// scopes of the one with the same name, ending its cached tokens.
+	CreateApiKey(context.Context, *connect.Request[v1.CreateApiKeyRequest]) (*connect.Response[v1.CreateApiKeyResponse], error)
+	// ListApiKeys returns every registered API key, ordered by name.
+	ListApiKeys(context.Context, *connect.Request[v1.ListApiKeysRequest]) (*connect.Response[v1.ListApiKeysResponse], error)
+	// DeleteApiKey removes an API key, its secrets and its tokens. An unknown
+	// name is `not_found`.
+	DeleteApiKey(context.Context, *connect.Request[v1.DeleteApiKeyRequest]) (*connect.Response[v1.DeleteApiKeyResponse], error)
+}
+
+// NewApiKeyServiceClient constructs a client for the irisx.broker.v1.ApiKeyService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewApiKeyServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ApiKeyServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	apiKeyServiceMethods := v1.File_irisx_broker_v1_broker_proto.Services().ByName("ApiKeyService").Methods()
+	return &apiKeyServiceClient{
+		createApiKey: connect.NewClient[v1.CreateApiKeyRequest, v1.CreateApiKeyResponse](
+			httpClient,
+			baseURL+ApiKeyServiceCreateApiKeyProcedure,
+			connect.WithSchema(apiKeyServiceMethods.ByName("CreateApiKey")),
+			connect.WithClientOptions(opts...),
+		),
+		listApiKeys: connect.NewClient[v1.ListApiKeysRequest, v1.ListApiKeysResponse](
+			httpClient,
+			baseURL+ApiKeyServiceListApiKeysProcedure,
+			connect.WithSchema(apiKeyServiceMethods.ByName("ListApiKeys")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		deleteApiKey: connect.NewClient[v1.DeleteApiKeyRequest, v1.DeleteApiKeyResponse](
+			httpClient,
+			baseURL+ApiKeyServiceDeleteApiKeyProcedure,
+			connect.WithSchema(apiKeyServiceMethods.ByName("DeleteApiKey")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// apiKeyServiceClient implements ApiKeyServiceClient.
+type apiKeyServiceClient struct {
+	createApiKey *connect.Client[v1.CreateApiKeyRequest, v1.CreateApiKeyResponse]
+	listApiKeys  *connect.Client[v1.ListApiKeysRequest, v1.ListApiKeysResponse]
+	deleteApiKey *connect.Client[v1.DeleteApiKeyRequest, v1.DeleteApiKeyResponse]
+}
+
+// CreateApiKey calls irisx.broker.v1.ApiKeyService.CreateApiKey.
+func (c *apiKeyServiceClient) CreateApiKey(ctx context.Context, req *connect.Request[v1.CreateApiKeyRequest]) (*connect.Response[v1.CreateApiKeyResponse], error) {
+	return c.createApiKey.CallUnary(ctx, req)
+}
+
+// ListApiKeys calls irisx.broker.v1.ApiKeyService.ListApiKeys.
+func (c *apiKeyServiceClient) ListApiKeys(ctx context.Context, req *connect.Request[v1.ListApiKeysRequest]) (*connect.Response[v1.ListApiKeysResponse], error) {
+	return c.listApiKeys.CallUnary(ctx, req)
+}
+
+// DeleteApiKey calls irisx.broker.v1.ApiKeyService.DeleteApiKey.
+func (c *apiKeyServiceClient) DeleteApiKey(ctx context.Context, req *connect.Request[v1.DeleteApiKeyRequest]) (*connect.Response[v1.DeleteApiKeyResponse], error) {
+	return c.deleteApiKey.CallUnary(ctx, req)
+}
+
+// ApiKeyServiceHandler is an implementation of the irisx.broker.v1.ApiKeyService service.
+type ApiKeyServiceHandler interface {
+	// CreateApiKey registers an API key, or replaces the credentials and
+	// scopes of the one with the same name, ending its cached tokens.
+	CreateApiKey(context.Context, *connect.Request[v1.CreateApiKeyRequest]) (*connect.Response[v1.CreateApiKeyResponse], error)
+	// ListApiKeys returns every registered API key, ordered by name.
+	ListApiKeys(context.Context, *connect.Request[v1.ListApiKeysRequest]) (*connect.Response[v1.ListApiKeysResponse], error)
+	// DeleteApiKey removes an API key, its secrets and its tokens. An unknown
+	// name is `not_found`.
+	DeleteApiKey(context.Context, *connect.Request[v1.DeleteApiKeyRequest]) (*connect.Response[v1.DeleteApiKeyResponse], error)
+}
+
+// NewApiKeyServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewApiKeyServiceHandler(svc ApiKeyServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	apiKeyServiceMethods := v1.File_irisx_broker_v1_broker_proto.Services().ByName("ApiKeyService").Methods()
+	apiKeyServiceCreateApiKeyHandler := connect.NewUnaryHandler(
+		ApiKeyServiceCreateApiKeyProcedure,
+		svc.CreateApiKey,
+		connect.WithSchema(apiKeyServiceMethods.ByName("CreateApiKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	apiKeyServiceListApiKeysHandler := connect.NewUnaryHandler(
+		ApiKeyServiceListApiKeysProcedure,
+		svc.ListApiKeys,
+		connect.WithSchema(apiKeyServiceMethods.ByName("ListApiKeys")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	apiKeyServiceDeleteApiKeyHandler := connect.NewUnaryHandler(
+		ApiKeyServiceDeleteApiKeyProcedure,
+		svc.DeleteApiKey,
+		connect.WithSchema(apiKeyServiceMethods.ByName("DeleteApiKey")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/irisx.broker.v1.ApiKeyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ApiKeyServiceCreateApiKeyProcedure:
+			apiKeyServiceCreateApiKeyHandler.ServeHTTP(w, r)
+		case ApiKeyServiceListApiKeysProcedure:
+			apiKeyServiceListApiKeysHandler.ServeHTTP(w, r)
+		case ApiKeyServiceDeleteApiKeyProcedure:
+			apiKeyServiceDeleteApiKeyHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedApiKeyServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedApiKeyServiceHandler struct{}
+
+func (UnimplementedApiKeyServiceHandler) CreateApiKey(context.Context, *connect.Request[v1.CreateApiKeyRequest]) (*connect.Response[v1.CreateApiKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.ApiKeyService.CreateApiKey is not implemented"))
+}
+
+func (UnimplementedApiKeyServiceHandler) ListApiKeys(context.Context, *connect.Request[v1.ListApiKeysRequest]) (*connect.Response[v1.ListApiKeysResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.ApiKeyService.ListApiKeys is not implemented"))
+}
+
+func (UnimplementedApiKeyServiceHandler) DeleteApiKey(context.Context, *connect.Request[v1.DeleteApiKeyRequest]) (*connect.Response[v1.DeleteApiKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.ApiKeyService.DeleteApiKey is not implemented"))
 }

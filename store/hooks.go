@@ -1,0 +1,38 @@
+package store
+
+import (
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// OnInstallChanged registers fn to be called, synchronously and after the
+// commit, whenever this Store changes an existing install (a callback that
+// replaced or erased credentials, a rejection marked). The caller that
+// answers the callback therefore never serves a token of the replaced
+// credentials, even before the NOTIFY comes back. Set it before use.
+func (s *Store) OnInstallChanged(fn func(irisAppID, accountID string)) {
+	s.onChange.Store(&fn)
+}
+
+func (s *Store) changed(key InstallKey) {
+	if fn := s.onChange.Load(); fn != nil {
+		(*fn)(key.IrisAppID, key.AccountID)
+	}
+}
+
+// WithListenURL makes Listen use its own connection string (an unpooled,
+// direct connection: DATABASE_DIRECT_URL) instead of the pool's. An
+// unparsable URL is ignored here and reported by Listen.
+func WithListenURL(databaseURL string) Option {
+	return func(s *Store) {
+		cfg, err := pgx.ParseConfig(databaseURL)
+		if err != nil {
+			s.listenConfigErr = true
+			return
+		}
+		s.listenConfig = cfg
+	}
+}
+
+type changeHook = atomic.Pointer[func(irisAppID, accountID string)]
