@@ -21,7 +21,7 @@ func MigrateUp(databaseURL string) error {
 		if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
 			return fmt.Errorf("up: %w", err)
 		}
-		return nil
+		return MigrateRiverUp(databaseURL)
 	})
 }
 

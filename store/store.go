@@ -67,6 +67,9 @@ type Store struct {
 	// maxConns bounds retry: one more attempt than the pool holds
 	// connections always reaches a fresh one.
 	maxConns int
+	// enqueue and eventWritten: see SetEventEnqueuer, WithEventObserver.
+	enqueue      EventEnqueuer
+	eventWritten func(eventType string)
 }
 
 // Option configures a Store.

@@ -1126,6 +1126,394 @@ func (x *ApiUser) GetLastError() string {
 	return ""
 }
 
+// ListEventsRequest selects a page of events.
+type ListEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events after this id; empty starts at the oldest retained event.
+	AfterId string `protobuf:"bytes,1,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	// At most this many events; 0 means 100, at most 1000.
+	PageSize      int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListEventsRequest) GetAfterId() string {
+	if x != nil {
+		return x.AfterId
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// ListEventsResponse is one page of events, oldest first.
+type ListEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, in commit order.
+	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// The id to pass as after_id for the next page: the last event's id, or
+	// the request's after_id when the page is empty.
+	NextAfterId   string `protobuf:"bytes,2,opt,name=next_after_id,json=nextAfterId,proto3" json:"next_after_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListEventsResponse) GetNextAfterId() string {
+	if x != nil {
+		return x.NextAfterId
+	}
+	return ""
+}
+
+// WatchEventsRequest says where a stream starts.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replay every event after this id; empty starts with new events only.
+	AfterId       string `protobuf:"bytes,1,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WatchEventsRequest) GetAfterId() string {
+	if x != nil {
+		return x.AfterId
+	}
+	return ""
+}
+
+// WatchEventsResponse carries one event.
+type WatchEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsResponse) Reset() {
+	*x = WatchEventsResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsResponse) ProtoMessage() {}
+
+func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WatchEventsResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// RedeliverEventRequest names the event to deliver again.
+type RedeliverEventRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's id. Required.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverEventRequest) Reset() {
+	*x = RedeliverEventRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverEventRequest) ProtoMessage() {}
+
+func (x *RedeliverEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverEventRequest.ProtoReflect.Descriptor instead.
+func (*RedeliverEventRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RedeliverEventRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RedeliverEventResponse is the event as queued.
+type RedeliverEventResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverEventResponse) Reset() {
+	*x = RedeliverEventResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverEventResponse) ProtoMessage() {}
+
+func (x *RedeliverEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverEventResponse.ProtoReflect.Descriptor instead.
+func (*RedeliverEventResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RedeliverEventResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// Event is an install lifecycle event. It never carries a secret.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorts in commit order within the fleet (fixed width, compare as
+	// strings); the webhook-id of its deliveries.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "install.installed", "install.uninstalled" or
+	// "install.credentials_rejected".
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// When the change committed.
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	// The install's app.
+	IrisAppId string `protobuf:"bytes,4,opt,name=iris_app_id,json=irisAppId,proto3" json:"iris_app_id,omitempty"`
+	// The install's account.
+	AccountId string `protobuf:"bytes,5,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The install's status after the change.
+	Status        string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Event) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Event) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Event) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *Event) GetIrisAppId() string {
+	if x != nil {
+		return x.IrisAppId
+	}
+	return ""
+}
+
+func (x *Event) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *Event) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
 var File_irisx_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_irisx_broker_v1_broker_proto_rawDesc = "" +
@@ -1214,7 +1602,30 @@ const file_irisx_broker_v1_broker_proto_rawDesc = "" +
 	"\rlast_token_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastTokenAt\x12\"\n" +
 	"\n" +
 	"last_error\x18\b \x01(\tH\x00R\tlastError\x88\x01\x01B\r\n" +
-	"\v_last_error2\xc8\x01\n" +
+	"\v_last_error\"K\n" +
+	"\x11ListEventsRequest\x12\x19\n" +
+	"\bafter_id\x18\x01 \x01(\tR\aafterId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"h\n" +
+	"\x12ListEventsResponse\x12.\n" +
+	"\x06events\x18\x01 \x03(\v2\x16.irisx.broker.v1.EventR\x06events\x12\"\n" +
+	"\rnext_after_id\x18\x02 \x01(\tR\vnextAfterId\"/\n" +
+	"\x12WatchEventsRequest\x12\x19\n" +
+	"\bafter_id\x18\x01 \x01(\tR\aafterId\"C\n" +
+	"\x13WatchEventsResponse\x12,\n" +
+	"\x05event\x18\x01 \x01(\v2\x16.irisx.broker.v1.EventR\x05event\"'\n" +
+	"\x15RedeliverEventRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
+	"\x16RedeliverEventResponse\x12,\n" +
+	"\x05event\x18\x01 \x01(\v2\x16.irisx.broker.v1.EventR\x05event\"\xbf\x01\n" +
+	"\x05Event\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12;\n" +
+	"\voccurred_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12\x1e\n" +
+	"\viris_app_id\x18\x04 \x01(\tR\tirisAppId\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x05 \x01(\tR\taccountId\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status2\xc8\x01\n" +
 	"\fTokenService\x12T\n" +
 	"\bGetToken\x12 .irisx.broker.v1.GetTokenRequest\x1a!.irisx.broker.v1.GetTokenResponse\"\x03\x90\x02\x02\x12b\n" +
 	"\x0fGetApiUserToken\x12'.irisx.broker.v1.GetApiUserTokenRequest\x1a!.irisx.broker.v1.GetTokenResponse\"\x03\x90\x02\x022\xce\x01\n" +
@@ -1225,7 +1636,12 @@ const file_irisx_broker_v1_broker_proto_rawDesc = "" +
 	"\x0eApiUserService\x12^\n" +
 	"\rCreateApiUser\x12%.irisx.broker.v1.CreateApiUserRequest\x1a&.irisx.broker.v1.CreateApiUserResponse\x12`\n" +
 	"\fListApiUsers\x12$.irisx.broker.v1.ListApiUsersRequest\x1a%.irisx.broker.v1.ListApiUsersResponse\"\x03\x90\x02\x01\x12c\n" +
-	"\rDeleteApiUser\x12%.irisx.broker.v1.DeleteApiUserRequest\x1a&.irisx.broker.v1.DeleteApiUserResponse\"\x03\x90\x02\x02BGZEgithub.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1;brokerv1b\x06proto3"
+	"\rDeleteApiUser\x12%.irisx.broker.v1.DeleteApiUserRequest\x1a&.irisx.broker.v1.DeleteApiUserResponse\"\x03\x90\x02\x022\xaa\x02\n" +
+	"\fEventService\x12W\n" +
+	"\n" +
+	"ListEvents\x12\".irisx.broker.v1.ListEventsRequest\x1a#.irisx.broker.v1.ListEventsResponse\"\x00\x12\\\n" +
+	"\vWatchEvents\x12#.irisx.broker.v1.WatchEventsRequest\x1a$.irisx.broker.v1.WatchEventsResponse\"\x000\x01\x12c\n" +
+	"\x0eRedeliverEvent\x12&.irisx.broker.v1.RedeliverEventRequest\x1a'.irisx.broker.v1.RedeliverEventResponse\"\x00BGZEgithub.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1;brokerv1b\x06proto3"
 
 var (
 	file_irisx_broker_v1_broker_proto_rawDescOnce sync.Once
@@ -1239,7 +1655,7 @@ func file_irisx_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_irisx_broker_v1_broker_proto_rawDescData
 }
 
-var file_irisx_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_irisx_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_irisx_broker_v1_broker_proto_goTypes = []any{
 	(*GetTokenRequest)(nil),        // 0: irisx.broker.v1.GetTokenRequest
 	(*GetApiUserTokenRequest)(nil), // 1: irisx.broker.v1.GetApiUserTokenRequest
@@ -1257,43 +1673,60 @@ var file_irisx_broker_v1_broker_proto_goTypes = []any{
 	(*DeleteApiUserRequest)(nil),   // 13: irisx.broker.v1.DeleteApiUserRequest
 	(*DeleteApiUserResponse)(nil),  // 14: irisx.broker.v1.DeleteApiUserResponse
 	(*ApiUser)(nil),                // 15: irisx.broker.v1.ApiUser
-	(*timestamppb.Timestamp)(nil),  // 16: google.protobuf.Timestamp
+	(*ListEventsRequest)(nil),      // 16: irisx.broker.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),     // 17: irisx.broker.v1.ListEventsResponse
+	(*WatchEventsRequest)(nil),     // 18: irisx.broker.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),    // 19: irisx.broker.v1.WatchEventsResponse
+	(*RedeliverEventRequest)(nil),  // 20: irisx.broker.v1.RedeliverEventRequest
+	(*RedeliverEventResponse)(nil), // 21: irisx.broker.v1.RedeliverEventResponse
+	(*Event)(nil),                  // 22: irisx.broker.v1.Event
+	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
 }
 var file_irisx_broker_v1_broker_proto_depIdxs = []int32{
-	16, // 0: irisx.broker.v1.GetTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 0: irisx.broker.v1.GetTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	7,  // 1: irisx.broker.v1.ListInstallsResponse.installs:type_name -> irisx.broker.v1.Install
 	7,  // 2: irisx.broker.v1.GetInstallResponse.install:type_name -> irisx.broker.v1.Install
 	8,  // 3: irisx.broker.v1.GetInstallResponse.events:type_name -> irisx.broker.v1.InstallEvent
-	16, // 4: irisx.broker.v1.Install.installed_at:type_name -> google.protobuf.Timestamp
-	16, // 5: irisx.broker.v1.Install.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 6: irisx.broker.v1.Install.uninstalled_at:type_name -> google.protobuf.Timestamp
-	16, // 7: irisx.broker.v1.Install.last_token_at:type_name -> google.protobuf.Timestamp
-	16, // 8: irisx.broker.v1.InstallEvent.event_at:type_name -> google.protobuf.Timestamp
-	16, // 9: irisx.broker.v1.InstallEvent.received_at:type_name -> google.protobuf.Timestamp
+	23, // 4: irisx.broker.v1.Install.installed_at:type_name -> google.protobuf.Timestamp
+	23, // 5: irisx.broker.v1.Install.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 6: irisx.broker.v1.Install.uninstalled_at:type_name -> google.protobuf.Timestamp
+	23, // 7: irisx.broker.v1.Install.last_token_at:type_name -> google.protobuf.Timestamp
+	23, // 8: irisx.broker.v1.InstallEvent.event_at:type_name -> google.protobuf.Timestamp
+	23, // 9: irisx.broker.v1.InstallEvent.received_at:type_name -> google.protobuf.Timestamp
 	15, // 10: irisx.broker.v1.CreateApiUserResponse.api_user:type_name -> irisx.broker.v1.ApiUser
 	15, // 11: irisx.broker.v1.ListApiUsersResponse.api_users:type_name -> irisx.broker.v1.ApiUser
-	16, // 12: irisx.broker.v1.ApiUser.created_at:type_name -> google.protobuf.Timestamp
-	16, // 13: irisx.broker.v1.ApiUser.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 14: irisx.broker.v1.ApiUser.last_token_at:type_name -> google.protobuf.Timestamp
-	0,  // 15: irisx.broker.v1.TokenService.GetToken:input_type -> irisx.broker.v1.GetTokenRequest
-	1,  // 16: irisx.broker.v1.TokenService.GetApiUserToken:input_type -> irisx.broker.v1.GetApiUserTokenRequest
-	3,  // 17: irisx.broker.v1.InstallService.ListInstalls:input_type -> irisx.broker.v1.ListInstallsRequest
-	5,  // 18: irisx.broker.v1.InstallService.GetInstall:input_type -> irisx.broker.v1.GetInstallRequest
-	9,  // 19: irisx.broker.v1.ApiUserService.CreateApiUser:input_type -> irisx.broker.v1.CreateApiUserRequest
-	11, // 20: irisx.broker.v1.ApiUserService.ListApiUsers:input_type -> irisx.broker.v1.ListApiUsersRequest
-	13, // 21: irisx.broker.v1.ApiUserService.DeleteApiUser:input_type -> irisx.broker.v1.DeleteApiUserRequest
-	2,  // 22: irisx.broker.v1.TokenService.GetToken:output_type -> irisx.broker.v1.GetTokenResponse
-	2,  // 23: irisx.broker.v1.TokenService.GetApiUserToken:output_type -> irisx.broker.v1.GetTokenResponse
-	4,  // 24: irisx.broker.v1.InstallService.ListInstalls:output_type -> irisx.broker.v1.ListInstallsResponse
-	6,  // 25: irisx.broker.v1.InstallService.GetInstall:output_type -> irisx.broker.v1.GetInstallResponse
-	10, // 26: irisx.broker.v1.ApiUserService.CreateApiUser:output_type -> irisx.broker.v1.CreateApiUserResponse
-	12, // 27: irisx.broker.v1.ApiUserService.ListApiUsers:output_type -> irisx.broker.v1.ListApiUsersResponse
-	14, // 28: irisx.broker.v1.ApiUserService.DeleteApiUser:output_type -> irisx.broker.v1.DeleteApiUserResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	23, // 12: irisx.broker.v1.ApiUser.created_at:type_name -> google.protobuf.Timestamp
+	23, // 13: irisx.broker.v1.ApiUser.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 14: irisx.broker.v1.ApiUser.last_token_at:type_name -> google.protobuf.Timestamp
+	22, // 15: irisx.broker.v1.ListEventsResponse.events:type_name -> irisx.broker.v1.Event
+	22, // 16: irisx.broker.v1.WatchEventsResponse.event:type_name -> irisx.broker.v1.Event
+	22, // 17: irisx.broker.v1.RedeliverEventResponse.event:type_name -> irisx.broker.v1.Event
+	23, // 18: irisx.broker.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	0,  // 19: irisx.broker.v1.TokenService.GetToken:input_type -> irisx.broker.v1.GetTokenRequest
+	1,  // 20: irisx.broker.v1.TokenService.GetApiUserToken:input_type -> irisx.broker.v1.GetApiUserTokenRequest
+	3,  // 21: irisx.broker.v1.InstallService.ListInstalls:input_type -> irisx.broker.v1.ListInstallsRequest
+	5,  // 22: irisx.broker.v1.InstallService.GetInstall:input_type -> irisx.broker.v1.GetInstallRequest
+	9,  // 23: irisx.broker.v1.ApiUserService.CreateApiUser:input_type -> irisx.broker.v1.CreateApiUserRequest
+	11, // 24: irisx.broker.v1.ApiUserService.ListApiUsers:input_type -> irisx.broker.v1.ListApiUsersRequest
+	13, // 25: irisx.broker.v1.ApiUserService.DeleteApiUser:input_type -> irisx.broker.v1.DeleteApiUserRequest
+	16, // 26: irisx.broker.v1.EventService.ListEvents:input_type -> irisx.broker.v1.ListEventsRequest
+	18, // 27: irisx.broker.v1.EventService.WatchEvents:input_type -> irisx.broker.v1.WatchEventsRequest
+	20, // 28: irisx.broker.v1.EventService.RedeliverEvent:input_type -> irisx.broker.v1.RedeliverEventRequest
+	2,  // 29: irisx.broker.v1.TokenService.GetToken:output_type -> irisx.broker.v1.GetTokenResponse
+	2,  // 30: irisx.broker.v1.TokenService.GetApiUserToken:output_type -> irisx.broker.v1.GetTokenResponse
+	4,  // 31: irisx.broker.v1.InstallService.ListInstalls:output_type -> irisx.broker.v1.ListInstallsResponse
+	6,  // 32: irisx.broker.v1.InstallService.GetInstall:output_type -> irisx.broker.v1.GetInstallResponse
+	10, // 33: irisx.broker.v1.ApiUserService.CreateApiUser:output_type -> irisx.broker.v1.CreateApiUserResponse
+	12, // 34: irisx.broker.v1.ApiUserService.ListApiUsers:output_type -> irisx.broker.v1.ListApiUsersResponse
+	14, // 35: irisx.broker.v1.ApiUserService.DeleteApiUser:output_type -> irisx.broker.v1.DeleteApiUserResponse
+	17, // 36: irisx.broker.v1.EventService.ListEvents:output_type -> irisx.broker.v1.ListEventsResponse
+	19, // 37: irisx.broker.v1.EventService.WatchEvents:output_type -> irisx.broker.v1.WatchEventsResponse
+	21, // 38: irisx.broker.v1.EventService.RedeliverEvent:output_type -> irisx.broker.v1.RedeliverEventResponse
+	29, // [29:39] is the sub-list for method output_type
+	19, // [19:29] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_irisx_broker_v1_broker_proto_init() }
@@ -1309,9 +1742,9 @@ func file_irisx_broker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_irisx_broker_v1_broker_proto_rawDesc), len(file_irisx_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   23,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_irisx_broker_v1_broker_proto_goTypes,
 		DependencyIndexes: file_irisx_broker_v1_broker_proto_depIdxs,
