@@ -81,6 +81,8 @@ type InternalDeps struct {
 	// GetApiUserToken; without them those calls are unimplemented.
 	APIUsers      APIUserRegistry
 	APIUserBroker APIUserBroker
+	// Events serves EventService and the admin page's events; nil: neither.
+	Events *EventsDeps
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -121,6 +123,7 @@ func NewInternal(d InternalDeps) *echo.Echo {
 		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker},
 		connect.WithInterceptors(adminAuth, errs)))
 
+	mountEvents(mount, d.Events, newTokenSet(d.InternalTokens), newTokenSet(d.AdminTokens), logger)
 	registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)
 	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.GET("/healthz", health.healthz)

@@ -20,6 +20,8 @@ CREATE TABLE install_events_out (
     -- Webhook delivery: 'none' when no webhook was configured at write time.
     delivery_state   text NOT NULL CHECK (delivery_state IN ('none', 'pending', 'delivered', 'given_up')),
     attempts         integer NOT NULL DEFAULT 0,
+    -- Retries stop 24 h after this: the commit, or the last redelivery.
+    retry_since      timestamptz NOT NULL,
     first_attempt_at timestamptz,
     next_attempt_at  timestamptz,
     -- A delivery in progress: no other worker starts one before this.

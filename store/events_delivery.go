@@ -167,7 +167,7 @@ func (s *Store) RedeliverEvent(ctx context.Context, seq int64, now time.Time) (L
 				return err
 			}
 			_, err := tx.Exec(ctx, `UPDATE install_events_out SET delivery_state = 'pending', attempts = 0,
-				first_attempt_at = NULL, next_attempt_at = $2, leased_until = NULL, delivered_at = NULL,
+				retry_since = $2, first_attempt_at = NULL, next_attempt_at = $2, leased_until = NULL, delivered_at = NULL,
 				last_error = NULL WHERE id = $1`, seq, pgTime(now))
 			return err
 		})

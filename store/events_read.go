@@ -19,6 +19,7 @@ type LifecycleEvent struct {
 	OccurredAt     time.Time     `db:"occurred_at"`
 	DeliveryState  string        `db:"delivery_state"`
 	Attempts       int           `db:"attempts"`
+	RetrySince     time.Time     `db:"retry_since"`
 	FirstAttemptAt *time.Time    `db:"first_attempt_at"`
 	NextAttemptAt  *time.Time    `db:"next_attempt_at"`
 	LeasedUntil    *time.Time    `db:"leased_until"`
@@ -43,7 +44,7 @@ const (
 )
 
 const lifecycleEventColumns = `id, type, iris_app_id, account_id::text, status, occurred_at,
-	delivery_state, attempts, first_attempt_at, next_attempt_at, leased_until, delivered_at, last_error`
+	delivery_state, attempts, retry_since, first_attempt_at, next_attempt_at, leased_until, delivered_at, last_error`
 
 // ListLifecycleEvents returns at most limit events with an id above
 // afterSeq, oldest first. Ids are assigned in commit order (see

@@ -53,8 +53,8 @@ func WithEventObserver(fn func(eventType string)) Option {
 const writeEventSQL = `WITH l AS (SELECT pg_advisory_xact_lock($1)),
 	ins AS (
 		INSERT INTO install_events_out
-			(id, type, iris_app_id, account_id, status, occurred_at, delivery_state, next_attempt_at)
-		SELECT nextval('install_events_out_id_seq'), $2, $3, $4, $5, clock_timestamp(), $6::text,
+			(id, type, iris_app_id, account_id, status, occurred_at, retry_since, delivery_state, next_attempt_at)
+		SELECT nextval('install_events_out_id_seq'), $2, $3, $4, $5, clock_timestamp(), clock_timestamp(), $6::text,
 			CASE WHEN $6::text = 'pending' THEN clock_timestamp() END
 		FROM l
 		RETURNING id

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"fmt"
 	"io/fs"
 	"testing"
 
@@ -8,15 +9,22 @@ import (
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
-// latestMigration is the number of the newest embedded migration; they are
-// numbered 1..N without gaps.
+// latestMigration is the number of the newest embedded migration (numbers
+// reserved per branch may leave gaps until the merge renumbers them).
 func latestMigration(t *testing.T) uint {
 	t.Helper()
 	ups, err := fs.Glob(migrations.FS, "*.up.sql")
 	if err != nil || len(ups) == 0 {
 		t.Fatalf("no embedded migrations: %v", err)
 	}
-	return uint(len(ups))
+	var latest uint
+	for _, name := range ups {
+		var n uint
+		if _, err := fmt.Sscanf(name, "%04d_", &n); err == nil && n > latest {
+			latest = n
+		}
+	}
+	return latest
 }
 
 func TestMigrations(t *testing.T) {

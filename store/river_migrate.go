@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
@@ -20,7 +19,7 @@ const riverMigrateTimeout = 5 * time.Minute
 
 // MigrateRiverUp applies River's own migrations (its job queue tables),
 // which the event delivery jobs need. It runs as part of the migrate step,
-// after ours, in one transaction under an advisory lock, so concurrent
+// after ours, under an advisory lock, so concurrent
 // starts apply them once.
 func MigrateRiverUp(databaseURL string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), riverMigrateTimeout)
@@ -38,13 +37,21 @@ func migrateRiver(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return fmt.Errorf("store: river migrate: %w", err)
 	}
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, riverMigrateLock); err != nil {
-			return err
-		}
-		_, err := migrator.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil)
-		return err
-	})
+	// Each River migration runs in its own transaction (one adds an enum
+	// value that a later one uses, which a single transaction refuses), so
+	// the lock is a session lock on a connection of its own.
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("store: river migrate: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, riverMigrateLock); err != nil {
+		return fmt.Errorf("store: river migrate: lock: %w", err)
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, riverMigrateLock)
+	}()
+	_, err = migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
 	if err != nil {
 		return fmt.Errorf("store: river migrate: %w", err)
 	}

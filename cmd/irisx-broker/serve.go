@@ -83,12 +83,16 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		return fmt.Errorf("opening the database: %w", err)
 	}
 	defer pool.Close()
-	st := store.New(pool, cfg.Keyring)
+	m := metrics.New()
+	eventMetrics := m.RegisterEvents()
+	st := store.New(pool, cfg.Keyring, store.WithEventObserver(eventMetrics.EventWritten))
 	if err := checkKeyIDs(ctx, st, cfg); err != nil {
 		return err
 	}
-
-	m := metrics.New()
+	deliverer, eventDeps, stream, err := newEvents(cfg, pool, st, eventMetrics, log)
+	if err != nil {
+		return err
+	}
 	verifier, err := identity.New(identity.Config{
 		JWKSURL:    cfg.JWKSURL,
 		Issuer:     cfg.IdentityIssuer,
@@ -150,6 +154,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		InternalTokens: cfg.InternalAPITokens, AdminTokens: cfg.AdminAPITokens,
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
 		APIUsers: st, APIUserBroker: apiUsers, Listening: listening.Load,
+		Events: eventDeps,
 	})
 
 	publicLn, err := net.Listen("tcp", cfg.PublicAddr)
@@ -166,7 +171,12 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		o.onListening(publicLn.Addr().String(), internalLn.Addr().String())
 	}
 
+	if err := deliverer.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	defer stopEvents(deliverer, log)
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.Run(gctx) })
 	g.Go(func() error { verifier.Run(gctx); return nil })
 	g.Go(func() error { broker.Run(gctx); return nil })
 	g.Go(func() error {
