@@ -82,6 +82,8 @@ type Config struct {
 	Backoff     func(failedAttempts int) time.Duration
 	MaxAge      time.Duration
 	RescueAfter time.Duration // River's RescueStuckJobsAfter
+	// AttemptTimeout bounds one attempt (zero: 10 s; tests shorten it).
+	AttemptTimeout time.Duration
 	// FetchPollInterval: River's poll interval (tests shorten it).
 	FetchPollInterval time.Duration
 }
@@ -123,6 +125,9 @@ func New(cfg Config) (*Deliverer, error) {
 	}
 	if d.cfg.Retention == 0 {
 		d.cfg.Retention = 168 * time.Hour
+	}
+	if d.cfg.AttemptTimeout == 0 {
+		d.cfg.AttemptTimeout = AttemptTimeout
 	}
 	if d.cfg.RescueAfter == 0 {
 		d.cfg.RescueAfter = defaultRescueAfter

@@ -55,7 +55,7 @@ func (d *Deliverer) post(ctx context.Context, ev *store.LifecycleEvent, now time
 	if err != nil {
 		return "encode_error"
 	}
-	ctx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.AttemptTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body))
 	if err != nil {
