@@ -229,7 +229,10 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // offsetClock is real time plus an offset a test moves forward, since the
 // database stamps events with its own clock.
