@@ -23,6 +23,7 @@ commands:
   keys reencrypt [--batch N]
   installs list [--app ID] [--status S] [--json]
   api-users add|list|delete   register Trackunit API users (api-users help for flags)
+  events watch|list [--after ID]   install lifecycle events (env IRISX_TOKEN: an internal or admin token)
 `
 
 // run is the whole program, with its inputs and outputs injected so tests
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 		err = runInstalls(ctx, rest, lookup, stdout)
 	case "api-users":
 		err = runAPIUsers(ctx, rest, lookup, stdin, stdout)
+	case "events":
+		err = runEvents(ctx, rest, lookup, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
