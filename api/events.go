@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"connectrpc.com/connect"
+	"github.com/labstack/echo/v4"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
@@ -40,12 +41,13 @@ type eventService struct{ d *EventsDeps }
 
 var _ brokerv1connect.EventServiceHandler = (*eventService)(nil)
 
-// mountEvents serves EventService: admin or internal tokens, RedeliverEvent
-// admin only.
-func mountEvents(mount func(string, http.Handler), d *EventsDeps, internal, admin tokenSet, logger *slog.Logger) {
+// mountEvents serves EventService (admin or internal tokens, RedeliverEvent
+// admin only) and the admin page's lifecycle events.
+func mountEvents(e *echo.Echo, mount func(string, http.Handler), d *EventsDeps, internal, admin tokenSet, logger *slog.Logger) {
 	if d == nil {
 		return
 	}
+	registerAdminEvents(e, d, admin, logger)
 	mount(brokerv1connect.NewEventServiceHandler(&eventService{d: d},
 		connect.WithInterceptors(&eventsAuth{internal: internal, admin: admin}, errorInterceptor(logger))))
 }

@@ -96,8 +96,11 @@ type InternalStore interface {
 //	POST /irisx.broker.v1.TokenService/*    GetToken, GetApiUserToken (INTERNAL_API_TOKENS)
 //	POST /irisx.broker.v1.InstallService/*  ListInstalls, GetInstall (ADMIN_API_TOKENS)
 //	POST /irisx.broker.v1.ApiUserService/*  CreateApiUser, ListApiUsers, DeleteApiUser (ADMIN_API_TOKENS)
+//	POST /irisx.broker.v1.EventService/*    ListEvents, WatchEvents (either token), RedeliverEvent (ADMIN_API_TOKENS)
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
+//	GET  /admin/install/events              its lifecycle events with webhook delivery state
+//	POST /admin/events/redeliver            queue one more webhook delivery (CSRF token)
 //	GET  /metrics                           Prometheus text format
 //	GET  /healthz, /readyz                  as on the public listener
 //
@@ -123,7 +126,7 @@ func NewInternal(d InternalDeps) *echo.Echo {
 		&apiUserService{store: d.APIUsers, broker: d.APIUserBroker},
 		connect.WithInterceptors(adminAuth, errs)))
 
-	mountEvents(mount, d.Events, newTokenSet(d.InternalTokens), newTokenSet(d.AdminTokens), logger)
+	mountEvents(e, mount, d.Events, newTokenSet(d.InternalTokens), newTokenSet(d.AdminTokens), logger)
 	registerAdmin(e, d.Store, newTokenSet(d.AdminTokens), logger)
 	health := newHealthHandler(d.Store.Ping, d.Verifier, d.Listening)
 	e.GET("/healthz", health.healthz)
