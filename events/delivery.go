@@ -23,21 +23,15 @@ import (
 const (
 	// DefaultMaxAge: an event is retried for this long, then given up.
 	DefaultMaxAge = 24 * time.Hour
-	// leaseFor: a delivery in progress holds its event this long, more
-	// than an attempt's time-out, so a killed replica's event is free
-	// again soon after.
-	leaseFor = AttemptTimeout + 20*time.Second
 	// drainBudget: one job run starts no delivery after this, then
-	// yields, so no job outlives jobTimeout.
-	drainBudget = 30 * time.Second
-	jobTimeout  = drainBudget + leaseFor
-	// defaultRescueAfter: River hands a job a dead replica was running to
-	// another after this (plus up to its 30 s rescuer interval).
-	defaultRescueAfter = jobTimeout + 30*time.Second
-	sweepInterval      = 30 * time.Second
-	retentionInterval  = time.Hour
-	retentionBatch     = 5000
-	deliveryWorkers    = 16
+	// yields, so no job outlives its time-out (this plus the lease). River
+	// hands a job a dead replica was running to another after the rescue
+	// time (plus up to its 30 s rescuer interval).
+	drainBudget       = 30 * time.Second
+	sweepInterval     = 30 * time.Second
+	retentionInterval = time.Hour
+	retentionBatch    = 5000
+	deliveryWorkers   = 16
 )
 
 // DefaultBackoff is the wait after the n-th failed attempt (n >= 1):
@@ -84,6 +78,11 @@ type Config struct {
 	RescueAfter time.Duration // River's RescueStuckJobsAfter
 	// AttemptTimeout bounds one attempt (zero: 10 s; tests shorten it).
 	AttemptTimeout time.Duration
+	// Lease: how long a delivery holds its event (zero: attempt time-out
+	// plus 20 s); DrainBudget: how long one job run starts deliveries
+	// (zero: 30 s). Drills shorten both to rescue a killed replica's job
+	// quickly.
+	Lease, DrainBudget time.Duration
 	// FetchPollInterval: River's poll interval (tests shorten it).
 	FetchPollInterval time.Duration
 }
@@ -129,8 +128,15 @@ func New(cfg Config) (*Deliverer, error) {
 	if d.cfg.AttemptTimeout == 0 {
 		d.cfg.AttemptTimeout = AttemptTimeout
 	}
+	if d.cfg.Lease == 0 {
+		d.cfg.Lease = d.cfg.AttemptTimeout + 20*time.Second
+	}
+	if d.cfg.DrainBudget == 0 {
+		d.cfg.DrainBudget = drainBudget
+	}
+	jobTimeout := d.cfg.DrainBudget + d.cfg.Lease
 	if d.cfg.RescueAfter == 0 {
-		d.cfg.RescueAfter = defaultRescueAfter
+		d.cfg.RescueAfter = jobTimeout + 30*time.Second
 	}
 	if d.url != "" {
 		s, err := NewSigner(cfg.WebhookSecret)

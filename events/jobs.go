@@ -52,11 +52,11 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[deliverArgs]) e
 	key := store.InstallKey{IrisAppID: job.Args.IrisAppID, AccountID: job.Args.AccountID}
 	started := time.Now()
 	for {
-		if time.Since(started) > drainBudget {
+		if time.Since(started) > d.cfg.DrainBudget {
 			return river.JobSnooze(0)
 		}
 		now := d.now()
-		h, err := d.st.LeaseHeadEvent(ctx, key, now, leaseFor)
+		h, err := d.st.LeaseHeadEvent(ctx, key, now, d.cfg.Lease)
 		if err != nil {
 			return err
 		}
