@@ -16,6 +16,9 @@ const (
 	pollConnected    = 5 * time.Second
 	pollDisconnected = time.Second
 	watchPage        = 1000
+	// latestPoll: how often each replica reads the latest event id, for
+	// the events no notification announces (first installs).
+	latestPoll = 250 * time.Millisecond
 )
 
 // Stream serves WatchEvents: it LISTENs for committed events and wakes
@@ -42,8 +45,9 @@ func NewStream(st *store.Store, directURL string, logger *slog.Logger) *Stream {
 	return &Stream{st: st, directURL: directURL, log: logger, wake: make(chan struct{})}
 }
 
-// Run listens until ctx ends.
+// Run listens, and polls the latest id, until ctx ends.
 func (s *Stream) Run(ctx context.Context) error {
+	go s.pollLatest(ctx)
 	return store.ListenEventWrites(ctx, s.directURL, s.log, s.notify, func(ok bool) {
 		s.connected.Store(ok)
 		if ok {
@@ -96,5 +100,27 @@ func (s *Stream) Watch(ctx context.Context, afterSeq int64, fn func(store.Lifecy
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// pollLatest wakes the watchers when the latest id grows: one indexed
+// read per replica every latestPoll, whatever the number of watchers.
+func (s *Stream) pollLatest(ctx context.Context) {
+	var last int64
+	t := time.NewTicker(latestPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		seq, err := s.st.LatestEventSeq(ctx)
+		if err == nil && seq > last {
+			if last != 0 {
+				s.notify()
+			}
+			last = seq
+		}
 	}
 }

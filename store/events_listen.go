@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ListenEventWrites LISTENs for ChannelEventWritten on a dedicated
-// connection to directURL (DATABASE_DIRECT_URL: a transaction pooler
+// ListenEventWrites LISTENs for ChannelInstallChanged, which every event
+// but a first install's comes with, on a dedicated connection to directURL (DATABASE_DIRECT_URL: a transaction pooler
 // cannot LISTEN) and calls onWrite for each notification. connected(true)
 // is called once LISTEN is in effect, connected(false) when the connection
 // is lost; it reconnects with jittered backoff until ctx ends, when it
@@ -56,7 +56,7 @@ func listenEventsOnce(ctx context.Context, cfg *pgx.ConnConfig, onWrite func(), 
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChannelEventWritten}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChannelInstallChanged}.Sanitize()); err != nil {
 		return false, fmt.Errorf("listen: %w", err)
 	}
 	connected(true)
