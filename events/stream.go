@@ -106,21 +106,21 @@ func (s *Stream) Watch(ctx context.Context, afterSeq int64, fn func(store.Lifecy
 // pollLatest wakes the watchers when the latest id grows: one indexed
 // read per replica every latestPoll, whatever the number of watchers.
 func (s *Stream) pollLatest(ctx context.Context) {
-	var last int64
+	last := int64(-1) // unknown: the first read only sets it
 	t := time.NewTicker(latestPoll)
 	defer t.Stop()
 	for {
+		seq, err := s.st.LatestEventSeq(ctx)
+		if err == nil && seq > last {
+			if last >= 0 {
+				s.notify()
+			}
+			last = seq
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		seq, err := s.st.LatestEventSeq(ctx)
-		if err == nil && seq > last {
-			if last != 0 {
-				s.notify()
-			}
-			last = seq
 		}
 	}
 }
