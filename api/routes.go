@@ -92,6 +92,8 @@ type InternalDeps struct {
 	// APIKeys and APIKeyBroker serve ApiKeyService and GetApiKeyToken.
 	APIKeys      APIKeyRegistry
 	APIKeyBroker APIKeyBroker
+	// Events serves EventService and the admin page's events; nil: neither.
+	Events *EventsDeps
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -110,6 +112,9 @@ type InternalStore interface {
 //	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
 //	GET  /admin/install                     one install with its latest events
 //	GET  /admin/identity                    identity tokens and callbacks seen, by shape
+//	POST /irisx.broker.v1.EventService/*    ListEvents, WatchEvents (either token), RedeliverEvent (ADMIN_API_TOKENS)
+//	GET  /admin/install/events              its lifecycle events with webhook delivery state
+//	POST /admin/events/redeliver            queue one more webhook delivery (CSRF token)
 //	GET  /metrics                           Prometheus text format
 //	GET, HEAD /healthz, /readyz             as on the public listener
 //
@@ -146,6 +151,7 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	if d.Proxy != nil {
 		mountProxy(e, *d.Proxy, d.InternalTokens, d.AllowedApps, logger)
 	}
+	mountEvents(e, mount(internalTokens.union(adminTokens)), d.Events, internalTokens, adminTokens, logger, connectLimits()...)
 	admin := registerAdmin(e, d.Store, adminTokens, logger)
 	if d.Profiles != nil {
 		e.GET(adminIdentityPath, (&adminIdentityHandler{admin: admin, profiles: d.Profiles}).show, admin.auth)

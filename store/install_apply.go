@@ -222,11 +222,18 @@ func (s *Store) applyFirst(ctx context.Context, rec received, creds *sealed) (Ou
 	args := append(first.args(rec.key), rec.typ, outcome, rec.receivedAt, rec.jti, rec.remoteAddr, rec.unknownFields)
 	var tag pgconn.CommandTag
 	err := s.retry(ctx, func() (err error) {
-		tag, err = s.pool.Exec(ctx, insertFirstSQL, args...)
-		return err
+		return s.inTx(ctx, func(tx pgx.Tx) (err error) {
+			if tag, err = tx.Exec(ctx, insertFirstSQL, args...); err != nil || tag.RowsAffected() != 1 {
+				return err
+			}
+			return s.writeEvent(ctx, tx, rec.key, eventTypeOf(first.Status), first.Status)
+		})
 	})
 	if err != nil {
 		return "", false, fmt.Errorf("store: apply install event: insert: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		s.eventCommitted(eventTypeOf(first.Status))
 	}
 	return outcome, tag.RowsAffected() == 1, nil
 }
@@ -234,9 +241,10 @@ func (s *Store) applyFirst(ctx context.Context, rec received, creds *sealed) (Ou
 // applyExisting applies the event to an existing install under its row
 // lock. found is false when there is no row.
 func (s *Store) applyExisting(ctx context.Context, rec received, creds *sealed) (outcome Outcome, found bool, err error) {
+	var event string
 	err = s.retry(ctx, func() error {
 		return s.inTx(ctx, func(tx pgx.Tx) (err error) {
-			outcome, found, err = s.applyLocked(ctx, tx, rec, creds)
+			outcome, found, event, err = s.applyLocked(ctx, tx, rec, creds)
 			return err
 		})
 	})
@@ -246,19 +254,21 @@ func (s *Store) applyExisting(ctx context.Context, rec received, creds *sealed) 
 	if found && (outcome == OutcomeInstalled || outcome == OutcomeUninstalled) {
 		s.changed(rec.key)
 	}
+	s.eventCommitted(event)
 	return outcome, found, nil
 }
 
 // applyLocked locks the install's row, decides what the event does, and
-// writes it. found is false when there is no row.
-func (s *Store) applyLocked(ctx context.Context, tx pgx.Tx, rec received, creds *sealed) (Outcome, bool, error) {
+// writes it, with its lifecycle event (the type returned) when it changed
+// the install. found is false when there is no row.
+func (s *Store) applyLocked(ctx context.Context, tx pgx.Tx, rec received, creds *sealed) (Outcome, bool, string, error) {
 	rows, _ := tx.Query(ctx, lockInstallSQL, rec.key.IrisAppID, rec.key.AccountID)
 	cur, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[installRow])
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", false, nil
+		return "", false, "", nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("lock install: %w", err)
+		return "", false, "", fmt.Errorf("lock install: %w", err)
 	}
 	p := s.decide(rec, &cur, creds)
 	// The write, the log entry and the notification share one round trip.
@@ -274,7 +284,14 @@ func (s *Store) applyLocked(ctx context.Context, tx pgx.Tx, rec received, creds 
 		b.Queue(deleteSharedTokensSQL, TokenKindInstall, InstallCredential(rec.key.IrisAppID, rec.key.AccountID))
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return "", true, err
+		return "", true, "", err
 	}
-	return p.outcome, true, nil
+	if !p.notify { // a duplicate or stale delivery: no lifecycle event
+		return p.outcome, true, "", nil
+	}
+	event := eventTypeOf(p.update.Status)
+	if err := s.writeEvent(ctx, tx, rec.key, event, p.update.Status); err != nil {
+		return "", true, "", err
+	}
+	return p.outcome, true, event, nil
 }

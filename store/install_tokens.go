@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // MarkCredentialsRejected sets an installed install to credentials_rejected
@@ -19,10 +21,12 @@ func (s *Store) MarkCredentialsRejected(ctx context.Context, irisAppID, accountI
 	if err != nil {
 		return nil // no such install can exist, so nothing to mark
 	}
-	// One statement: the notification is sent only if the row changed, in
-	// the same implicit transaction.
+	// The notification is sent only if the row changed, in the
+	// transaction that also writes the lifecycle event.
+	var marked bool
 	err = s.retry(ctx, func() error {
-		_, err := s.pool.Exec(ctx, `WITH marked AS (
+		return s.inTx(ctx, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `WITH marked AS (
 			UPDATE installs SET status = '`+string(StatusCredentialsRejected)+`', last_error = $4, updated_at = $5
 			WHERE iris_app_id = $1 AND account_id = $2 AND credentials_version = $3 AND status = '`+string(StatusInstalled)+`'
 			RETURNING 1
@@ -30,12 +34,19 @@ func (s *Store) MarkCredentialsRejected(ctx context.Context, irisAppID, accountI
 			DELETE FROM shared_tokens WHERE kind = $8 AND credential = $9 AND EXISTS (SELECT 1 FROM marked)
 		)
 		SELECT pg_notify($6, $7) FROM marked`,
-			key.IrisAppID, key.AccountID, version, clean(lastError, maxLastErrorLen), s.nowUTC(),
-			ChannelInstallChanged, key.notifyPayload(), TokenKindInstall, InstallCredential(key.IrisAppID, key.AccountID))
-		return err
+				key.IrisAppID, key.AccountID, version, clean(lastError, maxLastErrorLen), s.nowUTC(),
+				ChannelInstallChanged, key.notifyPayload(), TokenKindInstall, InstallCredential(key.IrisAppID, key.AccountID))
+			if marked = err == nil && tag.RowsAffected() == 1; !marked {
+				return err
+			}
+			return s.writeEvent(ctx, tx, key, EventCredentialsRejected, StatusCredentialsRejected)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("store: mark credentials rejected: %w", err)
+	}
+	if marked {
+		s.eventCommitted(EventCredentialsRejected)
 	}
 	return nil
 }

@@ -119,7 +119,10 @@ func Migrate(ctx context.Context, databaseURL string, logger *slog.Logger) (Migr
 		return res, fmt.Errorf("store: migrate: the schema is dirty at version %d (a migration failed half-way outside this tool): repair it by hand, then clear schema_migrations.dirty", from)
 	}
 	if from >= res.Latest {
-		return res, nil // up to date, or newer (res.Newer)
+		if res.Newer() {
+			return res, nil // a newer binary owns the schema, River's included
+		}
+		return res, migrateRiverAfter(ctx, tx, databaseURL)
 	}
 	if _, ok := ups[from]; !ok && from != 0 {
 		return res, fmt.Errorf("store: migrate: schema version %d is not one of this binary's migrations", from)
@@ -149,7 +152,7 @@ func Migrate(ctx context.Context, databaseURL string, logger *slog.Logger) (Migr
 		return res, fmt.Errorf("store: migrate: commit: %w", err)
 	}
 	res.To = res.Latest
-	return res, nil
+	return res, MigrateRiverUp(ctx, databaseURL)
 }
 
 // MigrateUp is Migrate without a context or a logger, for tests and tools.

@@ -77,6 +77,9 @@ type Store struct {
 	// listenConfirmed is when (unix ns) Listen last proved its connection
 	// alive; zero while it is not connected.
 	listenConfirmed atomic.Int64
+	// enqueue and eventWritten: see SetEventEnqueuer, WithEventObserver.
+	enqueue      EventEnqueuer
+	eventWritten func(eventType string)
 }
 
 // Option configures a Store.

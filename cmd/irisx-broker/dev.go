@@ -73,7 +73,8 @@ func runDev(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	if err != nil {
 		return fmt.Errorf("simulator listener: %w", err)
 	}
-	simSrv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	simHandler, webhookDefaults := devWebhookReceiver(sim.Handler(), lookup, stdout)
+	simSrv := &http.Server{Handler: simHandler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = simSrv.Serve(simLn) }()
 	defer simSrv.Close()
 	simURL := "http://" + simLn.Addr().String()
@@ -91,6 +92,9 @@ func runDev(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 		"ALLOWED_APP_IDS":     devAppID,
 		"DEFAULT_SCOPES":      devScopes,
 		"LOG_FORMAT":          "text",
+	}
+	for k, v := range webhookDefaults {
+		defaults[k] = v(simURL)
 	}
 	devLookup := func(k string) (string, bool) {
 		if v, ok := lookup(k); ok && v != "" && k != "ENCRYPTION_KEYS_FILE" {
@@ -197,6 +201,9 @@ Call the IRIS API as that account through the broker (the simulator's IRIS stand
 List installs:
   curl -s http://%[3]s/irisx.broker.v1.InstallService/ListInstalls \
     -H 'Authorization: Bearer %[6]s' -H 'Content-Type: application/json' -d '{}'
+
+Watch the install lifecycle events (add --after <id> to resume after an event):
+  IRISX_TOKEN=%[5]s go run ./cmd/irisx-broker events watch --server http://%[3]s
 
 Register the simulator's API user (password and client secret on standard input), then get its token:
   printf '%%s\n%%s\n' %[10]s %[11]s | IRISX_ADMIN_TOKEN=%[6]s \

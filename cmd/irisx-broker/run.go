@@ -28,6 +28,7 @@ commands:
   healthcheck [--url URL]     exit 0 when /readyz answers 200 (the image's HEALTHCHECK)
   version               the module version and VCS revision
   api-keys add|list|delete    register Trackunit API keys (api-keys help for flags)
+  events watch|list [--after ID]   install lifecycle events (env IRISX_TOKEN: an internal or admin token)
 `
 
 // run is the whole program, with its inputs and outputs injected so tests
@@ -60,6 +61,8 @@ func run(ctx context.Context, args []string, lookup env, stdin io.Reader, stdout
 		err = runVersion(stdout)
 	case "api-keys":
 		err = runAPIKeys(ctx, rest, lookup, stdin, stdout)
+	case "events":
+		err = runEvents(ctx, rest, lookup, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -17,7 +17,7 @@ const usage = `usage: trackunit-sim <command> [flags]
 commands:
   serve   run the simulator: JWKS, /apptoken, /token and the /sim control API
             [--addr 127.0.0.1:8090] [--keys FILE] [--issuer S] [--audience S]
-            [--refresh-grace D] [--token-ttl D]
+            [--refresh-grace D] [--token-ttl D] [--webhook-secret-file F]
   send    sign and send an install callback
             --to URL --app ID --account UUID [--type INSTALLED] [--client-id X]
             [--client-secret-file F] (--sim URL | --keys FILE)

@@ -32,6 +32,8 @@ func serve(ctx context.Context, args []string, e env) error {
 	grace := set.Duration("refresh-grace", 0, "how long a rotated refresh token still works")
 	ttl := set.Duration("token-ttl", trackunitsim.DefaultTokenTTL, "expires_in of issued access tokens")
 	skipped := set.String("skipped-keys", "", "comma-separated keys a verifier must skip to publish too: "+strings.Join(trackunitsim.SkippedKeyKinds(), ","))
+	webhookSecret := set.String("webhook-secret-file", "", "serve a webhook receiver at "+trackunitsim.WebhookPath+
+		" printing and verifying the broker's event webhooks under this whsec_ secret (created if missing)")
 	if err := parse(set, args); err != nil {
 		return err
 	}
@@ -52,8 +54,12 @@ func serve(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
+	handler, err := withWebhookReceiver(sim.Handler(), *webhookSecret, e.stdout)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
-		Handler:           logRequests(log, sim.Handler()),
+		Handler:           logRequests(log, handler),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// Latency faults may hold an answer for minutes on purpose.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/irisx-broker/irisx-broker/api"
 	"github.com/irisx-broker/irisx-broker/config"
+	"github.com/irisx-broker/irisx-broker/events"
 	"github.com/irisx-broker/irisx-broker/identity"
 	"github.com/irisx-broker/irisx-broker/internal/kms"
 	"github.com/irisx-broker/irisx-broker/internal/outbound"
@@ -86,7 +87,9 @@ type Service struct {
 	public, internal     *http.Server
 	publicLn, internalLn net.Listener
 
-	profiles *api.ProfileRecorder
+	profiles    *api.ProfileRecorder
+	events      *events.Deliverer
+	eventStream *events.Stream
 
 	listening atomic.Bool
 	draining  atomic.Bool
@@ -134,7 +137,9 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 	if s.Pool, err = store.Open(ctx, poolURL); err != nil {
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
-	opts := []store.Option{store.WithLogger(log)}
+	s.Metrics = metrics.New()
+	eventMetrics := s.Metrics.RegisterEvents()
+	opts := []store.Option{store.WithLogger(log), store.WithEventObserver(eventMetrics.EventWritten)}
 	if directURL != cfg.DatabaseURL {
 		opts = append(opts, store.WithListenURL(directURL.Reveal()))
 	}
@@ -143,7 +148,13 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		return nil, err
 	}
 
-	s.Metrics = metrics.New()
+	if cfg.EventRetention == 0 { // hand-built configs (bench, drills): the contract's default
+		cfg.EventRetention = 168 * time.Hour
+	}
+	var eventDeps *api.EventsDeps
+	if s.events, eventDeps, s.eventStream, err = newEvents(cfg, directURL.Reveal(), s.Pool, s.Store, eventMetrics, log); err != nil {
+		return nil, err
+	}
 	m := s.Metrics
 	s.Verifier, err = identity.New(identity.Config{
 		JWKSURL: cfg.JWKSURL, Issuer: cfg.IdentityIssuer, Audience: cfg.IdentityAudience,
@@ -212,7 +223,7 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		InternalTokens: cfg.InternalAPITokens, AdminTokens: cfg.AdminAPITokens,
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
 		APIUsers: s.Store, APIUserBroker: s.APIUsers, APIKeys: s.Store, APIKeyBroker: s.APIKeys,
-		Listening: ready, Profiles: s.Store, Proxy: proxy,
+		Listening: ready, Profiles: s.Store, Proxy: proxy, Events: eventDeps,
 	})
 	s.public = api.NewServer(publicHandler, false)
 	s.internal = api.NewServer(internalHandler, true)
@@ -279,6 +290,16 @@ func (s *Service) run(ctx context.Context) error {
 	goBG(func() { s.Installs.Run(bg) })
 	goBG(func() { s.profiles.Run(bg) })
 	goBG(func() {
+		if err := s.eventStream.Run(bg); err != nil && bg.Err() == nil {
+			log.Warn("event stream stopped", "error", err)
+		}
+	})
+	if err := s.events.Start(bg); err != nil {
+		stopBG()
+		bgWG.Wait()
+		return fmt.Errorf("starting event delivery: %w", err)
+	}
+	goBG(func() {
 		err := s.Store.Listen(bg, s.changed, func() {
 			s.Installs.InvalidateAll()
 			s.APIKeys.InvalidateAll()
@@ -308,6 +329,7 @@ func (s *Service) run(ctx context.Context) error {
 	s.draining.Store(true)
 	shutdown(s.public, s.internal)
 	err := g.Wait()
+	stopEvents(s.events, log)
 	stopBG()
 	bgWG.Wait()
 	log.Info("stopped")

@@ -1580,6 +1580,394 @@ func (x *ApiKey) GetLastError() string {
 	return ""
 }
 
+// ListEventsRequest selects a page of events.
+type ListEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events after this id; empty starts at the oldest retained event.
+	AfterId string `protobuf:"bytes,1,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	// At most this many events; 0 means 100, at most 1000.
+	PageSize      int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListEventsRequest) GetAfterId() string {
+	if x != nil {
+		return x.AfterId
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// ListEventsResponse is one page of events, oldest first.
+type ListEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, in commit order.
+	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// The id to pass as after_id for the next page: the last event's id, or
+	// the request's after_id when the page is empty.
+	NextAfterId   string `protobuf:"bytes,2,opt,name=next_after_id,json=nextAfterId,proto3" json:"next_after_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListEventsResponse) GetNextAfterId() string {
+	if x != nil {
+		return x.NextAfterId
+	}
+	return ""
+}
+
+// WatchEventsRequest says where a stream starts.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replay every event after this id; empty starts with new events only.
+	AfterId       string `protobuf:"bytes,1,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WatchEventsRequest) GetAfterId() string {
+	if x != nil {
+		return x.AfterId
+	}
+	return ""
+}
+
+// WatchEventsResponse carries one event.
+type WatchEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsResponse) Reset() {
+	*x = WatchEventsResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsResponse) ProtoMessage() {}
+
+func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WatchEventsResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// RedeliverEventRequest names the event to deliver again.
+type RedeliverEventRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's id. Required.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverEventRequest) Reset() {
+	*x = RedeliverEventRequest{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverEventRequest) ProtoMessage() {}
+
+func (x *RedeliverEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverEventRequest.ProtoReflect.Descriptor instead.
+func (*RedeliverEventRequest) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RedeliverEventRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RedeliverEventResponse is the event as queued.
+type RedeliverEventResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverEventResponse) Reset() {
+	*x = RedeliverEventResponse{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverEventResponse) ProtoMessage() {}
+
+func (x *RedeliverEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverEventResponse.ProtoReflect.Descriptor instead.
+func (*RedeliverEventResponse) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RedeliverEventResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// Event is an install lifecycle event. It never carries a secret.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorts in commit order within the fleet (fixed width, compare as
+	// strings); the webhook-id of its deliveries.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "install.installed", "install.uninstalled" or
+	// "install.credentials_rejected".
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// When the change committed.
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	// The install's app.
+	IrisAppId string `protobuf:"bytes,4,opt,name=iris_app_id,json=irisAppId,proto3" json:"iris_app_id,omitempty"`
+	// The install's account.
+	AccountId string `protobuf:"bytes,5,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The install's status after the change.
+	Status        string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_irisx_broker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_irisx_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Event) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Event) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Event) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *Event) GetIrisAppId() string {
+	if x != nil {
+		return x.IrisAppId
+	}
+	return ""
+}
+
+func (x *Event) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *Event) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
 var File_irisx_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_irisx_broker_v1_broker_proto_rawDesc = "" +
@@ -1696,7 +2084,30 @@ const file_irisx_broker_v1_broker_proto_rawDesc = "" +
 	"\rlast_token_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastTokenAt\x12\"\n" +
 	"\n" +
 	"last_error\x18\a \x01(\tH\x00R\tlastError\x88\x01\x01B\r\n" +
-	"\v_last_error2\xaa\x02\n" +
+	"\v_last_error\"K\n" +
+	"\x11ListEventsRequest\x12\x19\n" +
+	"\bafter_id\x18\x01 \x01(\tR\aafterId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"h\n" +
+	"\x12ListEventsResponse\x12.\n" +
+	"\x06events\x18\x01 \x03(\v2\x16.irisx.broker.v1.EventR\x06events\x12\"\n" +
+	"\rnext_after_id\x18\x02 \x01(\tR\vnextAfterId\"/\n" +
+	"\x12WatchEventsRequest\x12\x19\n" +
+	"\bafter_id\x18\x01 \x01(\tR\aafterId\"C\n" +
+	"\x13WatchEventsResponse\x12,\n" +
+	"\x05event\x18\x01 \x01(\v2\x16.irisx.broker.v1.EventR\x05event\"'\n" +
+	"\x15RedeliverEventRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
+	"\x16RedeliverEventResponse\x12,\n" +
+	"\x05event\x18\x01 \x01(\v2\x16.irisx.broker.v1.EventR\x05event\"\xbf\x01\n" +
+	"\x05Event\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12;\n" +
+	"\voccurred_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12\x1e\n" +
+	"\viris_app_id\x18\x04 \x01(\tR\tirisAppId\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x05 \x01(\tR\taccountId\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status2\xaa\x02\n" +
 	"\fTokenService\x12T\n" +
 	"\bGetToken\x12 .irisx.broker.v1.GetTokenRequest\x1a!.irisx.broker.v1.GetTokenResponse\"\x03\x90\x02\x02\x12b\n" +
 	"\x0fGetApiUserToken\x12'.irisx.broker.v1.GetApiUserTokenRequest\x1a!.irisx.broker.v1.GetTokenResponse\"\x03\x90\x02\x02\x12`\n" +
@@ -1712,7 +2123,12 @@ const file_irisx_broker_v1_broker_proto_rawDesc = "" +
 	"\rApiKeyService\x12[\n" +
 	"\fCreateApiKey\x12$.irisx.broker.v1.CreateApiKeyRequest\x1a%.irisx.broker.v1.CreateApiKeyResponse\x12]\n" +
 	"\vListApiKeys\x12#.irisx.broker.v1.ListApiKeysRequest\x1a$.irisx.broker.v1.ListApiKeysResponse\"\x03\x90\x02\x01\x12`\n" +
-	"\fDeleteApiKey\x12$.irisx.broker.v1.DeleteApiKeyRequest\x1a%.irisx.broker.v1.DeleteApiKeyResponse\"\x03\x90\x02\x02BGZEgithub.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1;brokerv1b\x06proto3"
+	"\fDeleteApiKey\x12$.irisx.broker.v1.DeleteApiKeyRequest\x1a%.irisx.broker.v1.DeleteApiKeyResponse\"\x03\x90\x02\x022\xad\x02\n" +
+	"\fEventService\x12Z\n" +
+	"\n" +
+	"ListEvents\x12\".irisx.broker.v1.ListEventsRequest\x1a#.irisx.broker.v1.ListEventsResponse\"\x03\x90\x02\x01\x12\\\n" +
+	"\vWatchEvents\x12#.irisx.broker.v1.WatchEventsRequest\x1a$.irisx.broker.v1.WatchEventsResponse\"\x000\x01\x12c\n" +
+	"\x0eRedeliverEvent\x12&.irisx.broker.v1.RedeliverEventRequest\x1a'.irisx.broker.v1.RedeliverEventResponse\"\x00BGZEgithub.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1;brokerv1b\x06proto3"
 
 var (
 	file_irisx_broker_v1_broker_proto_rawDescOnce sync.Once
@@ -1726,7 +2142,7 @@ func file_irisx_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_irisx_broker_v1_broker_proto_rawDescData
 }
 
-var file_irisx_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_irisx_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_irisx_broker_v1_broker_proto_goTypes = []any{
 	(*GetApiKeyTokenRequest)(nil),  // 0: irisx.broker.v1.GetApiKeyTokenRequest
 	(*GetTokenRequest)(nil),        // 1: irisx.broker.v1.GetTokenRequest
@@ -1752,55 +2168,72 @@ var file_irisx_broker_v1_broker_proto_goTypes = []any{
 	(*DeleteApiKeyRequest)(nil),    // 21: irisx.broker.v1.DeleteApiKeyRequest
 	(*DeleteApiKeyResponse)(nil),   // 22: irisx.broker.v1.DeleteApiKeyResponse
 	(*ApiKey)(nil),                 // 23: irisx.broker.v1.ApiKey
-	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
+	(*ListEventsRequest)(nil),      // 24: irisx.broker.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),     // 25: irisx.broker.v1.ListEventsResponse
+	(*WatchEventsRequest)(nil),     // 26: irisx.broker.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),    // 27: irisx.broker.v1.WatchEventsResponse
+	(*RedeliverEventRequest)(nil),  // 28: irisx.broker.v1.RedeliverEventRequest
+	(*RedeliverEventResponse)(nil), // 29: irisx.broker.v1.RedeliverEventResponse
+	(*Event)(nil),                  // 30: irisx.broker.v1.Event
+	(*timestamppb.Timestamp)(nil),  // 31: google.protobuf.Timestamp
 }
 var file_irisx_broker_v1_broker_proto_depIdxs = []int32{
-	24, // 0: irisx.broker.v1.GetTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	31, // 0: irisx.broker.v1.GetTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	8,  // 1: irisx.broker.v1.ListInstallsResponse.installs:type_name -> irisx.broker.v1.Install
 	8,  // 2: irisx.broker.v1.GetInstallResponse.install:type_name -> irisx.broker.v1.Install
 	9,  // 3: irisx.broker.v1.GetInstallResponse.events:type_name -> irisx.broker.v1.InstallEvent
-	24, // 4: irisx.broker.v1.Install.installed_at:type_name -> google.protobuf.Timestamp
-	24, // 5: irisx.broker.v1.Install.updated_at:type_name -> google.protobuf.Timestamp
-	24, // 6: irisx.broker.v1.Install.uninstalled_at:type_name -> google.protobuf.Timestamp
-	24, // 7: irisx.broker.v1.Install.last_token_at:type_name -> google.protobuf.Timestamp
-	24, // 8: irisx.broker.v1.InstallEvent.event_at:type_name -> google.protobuf.Timestamp
-	24, // 9: irisx.broker.v1.InstallEvent.received_at:type_name -> google.protobuf.Timestamp
+	31, // 4: irisx.broker.v1.Install.installed_at:type_name -> google.protobuf.Timestamp
+	31, // 5: irisx.broker.v1.Install.updated_at:type_name -> google.protobuf.Timestamp
+	31, // 6: irisx.broker.v1.Install.uninstalled_at:type_name -> google.protobuf.Timestamp
+	31, // 7: irisx.broker.v1.Install.last_token_at:type_name -> google.protobuf.Timestamp
+	31, // 8: irisx.broker.v1.InstallEvent.event_at:type_name -> google.protobuf.Timestamp
+	31, // 9: irisx.broker.v1.InstallEvent.received_at:type_name -> google.protobuf.Timestamp
 	16, // 10: irisx.broker.v1.CreateApiUserResponse.api_user:type_name -> irisx.broker.v1.ApiUser
 	16, // 11: irisx.broker.v1.ListApiUsersResponse.api_users:type_name -> irisx.broker.v1.ApiUser
-	24, // 12: irisx.broker.v1.ApiUser.created_at:type_name -> google.protobuf.Timestamp
-	24, // 13: irisx.broker.v1.ApiUser.updated_at:type_name -> google.protobuf.Timestamp
-	24, // 14: irisx.broker.v1.ApiUser.last_token_at:type_name -> google.protobuf.Timestamp
+	31, // 12: irisx.broker.v1.ApiUser.created_at:type_name -> google.protobuf.Timestamp
+	31, // 13: irisx.broker.v1.ApiUser.updated_at:type_name -> google.protobuf.Timestamp
+	31, // 14: irisx.broker.v1.ApiUser.last_token_at:type_name -> google.protobuf.Timestamp
 	23, // 15: irisx.broker.v1.CreateApiKeyResponse.api_key:type_name -> irisx.broker.v1.ApiKey
 	23, // 16: irisx.broker.v1.ListApiKeysResponse.api_keys:type_name -> irisx.broker.v1.ApiKey
-	24, // 17: irisx.broker.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
-	24, // 18: irisx.broker.v1.ApiKey.last_token_at:type_name -> google.protobuf.Timestamp
-	1,  // 19: irisx.broker.v1.TokenService.GetToken:input_type -> irisx.broker.v1.GetTokenRequest
-	2,  // 20: irisx.broker.v1.TokenService.GetApiUserToken:input_type -> irisx.broker.v1.GetApiUserTokenRequest
-	0,  // 21: irisx.broker.v1.TokenService.GetApiKeyToken:input_type -> irisx.broker.v1.GetApiKeyTokenRequest
-	4,  // 22: irisx.broker.v1.InstallService.ListInstalls:input_type -> irisx.broker.v1.ListInstallsRequest
-	6,  // 23: irisx.broker.v1.InstallService.GetInstall:input_type -> irisx.broker.v1.GetInstallRequest
-	10, // 24: irisx.broker.v1.ApiUserService.CreateApiUser:input_type -> irisx.broker.v1.CreateApiUserRequest
-	12, // 25: irisx.broker.v1.ApiUserService.ListApiUsers:input_type -> irisx.broker.v1.ListApiUsersRequest
-	14, // 26: irisx.broker.v1.ApiUserService.DeleteApiUser:input_type -> irisx.broker.v1.DeleteApiUserRequest
-	17, // 27: irisx.broker.v1.ApiKeyService.CreateApiKey:input_type -> irisx.broker.v1.CreateApiKeyRequest
-	19, // 28: irisx.broker.v1.ApiKeyService.ListApiKeys:input_type -> irisx.broker.v1.ListApiKeysRequest
-	21, // 29: irisx.broker.v1.ApiKeyService.DeleteApiKey:input_type -> irisx.broker.v1.DeleteApiKeyRequest
-	3,  // 30: irisx.broker.v1.TokenService.GetToken:output_type -> irisx.broker.v1.GetTokenResponse
-	3,  // 31: irisx.broker.v1.TokenService.GetApiUserToken:output_type -> irisx.broker.v1.GetTokenResponse
-	3,  // 32: irisx.broker.v1.TokenService.GetApiKeyToken:output_type -> irisx.broker.v1.GetTokenResponse
-	5,  // 33: irisx.broker.v1.InstallService.ListInstalls:output_type -> irisx.broker.v1.ListInstallsResponse
-	7,  // 34: irisx.broker.v1.InstallService.GetInstall:output_type -> irisx.broker.v1.GetInstallResponse
-	11, // 35: irisx.broker.v1.ApiUserService.CreateApiUser:output_type -> irisx.broker.v1.CreateApiUserResponse
-	13, // 36: irisx.broker.v1.ApiUserService.ListApiUsers:output_type -> irisx.broker.v1.ListApiUsersResponse
-	15, // 37: irisx.broker.v1.ApiUserService.DeleteApiUser:output_type -> irisx.broker.v1.DeleteApiUserResponse
-	18, // 38: irisx.broker.v1.ApiKeyService.CreateApiKey:output_type -> irisx.broker.v1.CreateApiKeyResponse
-	20, // 39: irisx.broker.v1.ApiKeyService.ListApiKeys:output_type -> irisx.broker.v1.ListApiKeysResponse
-	22, // 40: irisx.broker.v1.ApiKeyService.DeleteApiKey:output_type -> irisx.broker.v1.DeleteApiKeyResponse
-	30, // [30:41] is the sub-list for method output_type
-	19, // [19:30] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	31, // 17: irisx.broker.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
+	31, // 18: irisx.broker.v1.ApiKey.last_token_at:type_name -> google.protobuf.Timestamp
+	30, // 19: irisx.broker.v1.ListEventsResponse.events:type_name -> irisx.broker.v1.Event
+	30, // 20: irisx.broker.v1.WatchEventsResponse.event:type_name -> irisx.broker.v1.Event
+	30, // 21: irisx.broker.v1.RedeliverEventResponse.event:type_name -> irisx.broker.v1.Event
+	31, // 22: irisx.broker.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	1,  // 23: irisx.broker.v1.TokenService.GetToken:input_type -> irisx.broker.v1.GetTokenRequest
+	2,  // 24: irisx.broker.v1.TokenService.GetApiUserToken:input_type -> irisx.broker.v1.GetApiUserTokenRequest
+	0,  // 25: irisx.broker.v1.TokenService.GetApiKeyToken:input_type -> irisx.broker.v1.GetApiKeyTokenRequest
+	4,  // 26: irisx.broker.v1.InstallService.ListInstalls:input_type -> irisx.broker.v1.ListInstallsRequest
+	6,  // 27: irisx.broker.v1.InstallService.GetInstall:input_type -> irisx.broker.v1.GetInstallRequest
+	10, // 28: irisx.broker.v1.ApiUserService.CreateApiUser:input_type -> irisx.broker.v1.CreateApiUserRequest
+	12, // 29: irisx.broker.v1.ApiUserService.ListApiUsers:input_type -> irisx.broker.v1.ListApiUsersRequest
+	14, // 30: irisx.broker.v1.ApiUserService.DeleteApiUser:input_type -> irisx.broker.v1.DeleteApiUserRequest
+	17, // 31: irisx.broker.v1.ApiKeyService.CreateApiKey:input_type -> irisx.broker.v1.CreateApiKeyRequest
+	19, // 32: irisx.broker.v1.ApiKeyService.ListApiKeys:input_type -> irisx.broker.v1.ListApiKeysRequest
+	21, // 33: irisx.broker.v1.ApiKeyService.DeleteApiKey:input_type -> irisx.broker.v1.DeleteApiKeyRequest
+	24, // 34: irisx.broker.v1.EventService.ListEvents:input_type -> irisx.broker.v1.ListEventsRequest
+	26, // 35: irisx.broker.v1.EventService.WatchEvents:input_type -> irisx.broker.v1.WatchEventsRequest
+	28, // 36: irisx.broker.v1.EventService.RedeliverEvent:input_type -> irisx.broker.v1.RedeliverEventRequest
+	3,  // 37: irisx.broker.v1.TokenService.GetToken:output_type -> irisx.broker.v1.GetTokenResponse
+	3,  // 38: irisx.broker.v1.TokenService.GetApiUserToken:output_type -> irisx.broker.v1.GetTokenResponse
+	3,  // 39: irisx.broker.v1.TokenService.GetApiKeyToken:output_type -> irisx.broker.v1.GetTokenResponse
+	5,  // 40: irisx.broker.v1.InstallService.ListInstalls:output_type -> irisx.broker.v1.ListInstallsResponse
+	7,  // 41: irisx.broker.v1.InstallService.GetInstall:output_type -> irisx.broker.v1.GetInstallResponse
+	11, // 42: irisx.broker.v1.ApiUserService.CreateApiUser:output_type -> irisx.broker.v1.CreateApiUserResponse
+	13, // 43: irisx.broker.v1.ApiUserService.ListApiUsers:output_type -> irisx.broker.v1.ListApiUsersResponse
+	15, // 44: irisx.broker.v1.ApiUserService.DeleteApiUser:output_type -> irisx.broker.v1.DeleteApiUserResponse
+	18, // 45: irisx.broker.v1.ApiKeyService.CreateApiKey:output_type -> irisx.broker.v1.CreateApiKeyResponse
+	20, // 46: irisx.broker.v1.ApiKeyService.ListApiKeys:output_type -> irisx.broker.v1.ListApiKeysResponse
+	22, // 47: irisx.broker.v1.ApiKeyService.DeleteApiKey:output_type -> irisx.broker.v1.DeleteApiKeyResponse
+	25, // 48: irisx.broker.v1.EventService.ListEvents:output_type -> irisx.broker.v1.ListEventsResponse
+	27, // 49: irisx.broker.v1.EventService.WatchEvents:output_type -> irisx.broker.v1.WatchEventsResponse
+	29, // 50: irisx.broker.v1.EventService.RedeliverEvent:output_type -> irisx.broker.v1.RedeliverEventResponse
+	37, // [37:51] is the sub-list for method output_type
+	23, // [23:37] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_irisx_broker_v1_broker_proto_init() }
@@ -1817,9 +2250,9 @@ func file_irisx_broker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_irisx_broker_v1_broker_proto_rawDesc), len(file_irisx_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   31,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_irisx_broker_v1_broker_proto_goTypes,
 		DependencyIndexes: file_irisx_broker_v1_broker_proto_depIdxs,

@@ -173,6 +173,14 @@ func TestIdempotencyLevels(t *testing.T) {
 		"irisx.broker.v1.ApiUserService.CreateApiUser": descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN,
 		"irisx.broker.v1.ApiUserService.ListApiUsers":  descriptorpb.MethodOptions_NO_SIDE_EFFECTS,
 		"irisx.broker.v1.ApiUserService.DeleteApiUser": descriptorpb.MethodOptions_IDEMPOTENT,
+		"irisx.broker.v1.TokenService.GetApiKeyToken":  descriptorpb.MethodOptions_IDEMPOTENT,
+		"irisx.broker.v1.ApiKeyService.CreateApiKey":   descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN,
+		"irisx.broker.v1.ApiKeyService.ListApiKeys":    descriptorpb.MethodOptions_NO_SIDE_EFFECTS,
+		"irisx.broker.v1.ApiKeyService.DeleteApiKey":   descriptorpb.MethodOptions_IDEMPOTENT,
+		"irisx.broker.v1.EventService.ListEvents":      descriptorpb.MethodOptions_NO_SIDE_EFFECTS,
+		// A stream is never served over GET; a redelivery queues work.
+		"irisx.broker.v1.EventService.WatchEvents":    descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN,
+		"irisx.broker.v1.EventService.RedeliverEvent": descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN,
 	}
 	got := map[string]descriptorpb.MethodOptions_IdempotencyLevel{}
 	services := brokerv1.File_irisx_broker_v1_broker_proto.Services()

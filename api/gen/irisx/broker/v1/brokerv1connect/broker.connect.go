@@ -35,6 +35,8 @@ const (
 	ApiUserServiceName = "irisx.broker.v1.ApiUserService"
 	// ApiKeyServiceName is the fully-qualified name of the ApiKeyService service.
 	ApiKeyServiceName = "irisx.broker.v1.ApiKeyService"
+	// EventServiceName is the fully-qualified name of the EventService service.
+	EventServiceName = "irisx.broker.v1.EventService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -77,6 +79,14 @@ const (
 	// ApiKeyServiceDeleteApiKeyProcedure is the fully-qualified name of the ApiKeyService's
 	// DeleteApiKey RPC.
 	ApiKeyServiceDeleteApiKeyProcedure = "/irisx.broker.v1.ApiKeyService/DeleteApiKey"
+	// EventServiceListEventsProcedure is the fully-qualified name of the EventService's ListEvents RPC.
+	EventServiceListEventsProcedure = "/irisx.broker.v1.EventService/ListEvents"
+	// EventServiceWatchEventsProcedure is the fully-qualified name of the EventService's WatchEvents
+	// RPC.
+	EventServiceWatchEventsProcedure = "/irisx.broker.v1.EventService/WatchEvents"
+	// EventServiceRedeliverEventProcedure is the fully-qualified name of the EventService's
+	// RedeliverEvent RPC.
+	EventServiceRedeliverEventProcedure = "/irisx.broker.v1.EventService/RedeliverEvent"
 )
 
 // TokenServiceClient is a client for the irisx.broker.v1.TokenService service.
@@ -645,4 +655,138 @@ func (UnimplementedApiKeyServiceHandler) ListApiKeys(context.Context, *connect.R
 
 func (UnimplementedApiKeyServiceHandler) DeleteApiKey(context.Context, *connect.Request[v1.DeleteApiKeyRequest]) (*connect.Response[v1.DeleteApiKeyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.ApiKeyService.DeleteApiKey is not implemented"))
+}
+
+// EventServiceClient is a client for the irisx.broker.v1.EventService service.
+type EventServiceClient interface {
+	// ListEvents pages through the retained events, oldest first.
+	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// WatchEvents replays every event after after_id, then sends new events
+	// as they commit, on any replica, within about a second.
+	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error)
+	// RedeliverEvent queues a delivered or given-up event for one more
+	// webhook delivery, with the same webhook-id. Admin tokens only.
+	RedeliverEvent(context.Context, *connect.Request[v1.RedeliverEventRequest]) (*connect.Response[v1.RedeliverEventResponse], error)
+}
+
+// NewEventServiceClient constructs a client for the irisx.broker.v1.EventService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewEventServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) EventServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	eventServiceMethods := v1.File_irisx_broker_v1_broker_proto.Services().ByName("EventService").Methods()
+	return &eventServiceClient{
+		listEvents: connect.NewClient[v1.ListEventsRequest, v1.ListEventsResponse](
+			httpClient,
+			baseURL+EventServiceListEventsProcedure,
+			connect.WithSchema(eventServiceMethods.ByName("ListEvents")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		watchEvents: connect.NewClient[v1.WatchEventsRequest, v1.WatchEventsResponse](
+			httpClient,
+			baseURL+EventServiceWatchEventsProcedure,
+			connect.WithSchema(eventServiceMethods.ByName("WatchEvents")),
+			connect.WithClientOptions(opts...),
+		),
+		redeliverEvent: connect.NewClient[v1.RedeliverEventRequest, v1.RedeliverEventResponse](
+			httpClient,
+			baseURL+EventServiceRedeliverEventProcedure,
+			connect.WithSchema(eventServiceMethods.ByName("RedeliverEvent")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// eventServiceClient implements EventServiceClient.
+type eventServiceClient struct {
+	listEvents     *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
+	watchEvents    *connect.Client[v1.WatchEventsRequest, v1.WatchEventsResponse]
+	redeliverEvent *connect.Client[v1.RedeliverEventRequest, v1.RedeliverEventResponse]
+}
+
+// ListEvents calls irisx.broker.v1.EventService.ListEvents.
+func (c *eventServiceClient) ListEvents(ctx context.Context, req *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
+	return c.listEvents.CallUnary(ctx, req)
+}
+
+// WatchEvents calls irisx.broker.v1.EventService.WatchEvents.
+func (c *eventServiceClient) WatchEvents(ctx context.Context, req *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error) {
+	return c.watchEvents.CallServerStream(ctx, req)
+}
+
+// RedeliverEvent calls irisx.broker.v1.EventService.RedeliverEvent.
+func (c *eventServiceClient) RedeliverEvent(ctx context.Context, req *connect.Request[v1.RedeliverEventRequest]) (*connect.Response[v1.RedeliverEventResponse], error) {
+	return c.redeliverEvent.CallUnary(ctx, req)
+}
+
+// EventServiceHandler is an implementation of the irisx.broker.v1.EventService service.
+type EventServiceHandler interface {
+	// ListEvents pages through the retained events, oldest first.
+	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// WatchEvents replays every event after after_id, then sends new events
+	// as they commit, on any replica, within about a second.
+	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error
+	// RedeliverEvent queues a delivered or given-up event for one more
+	// webhook delivery, with the same webhook-id. Admin tokens only.
+	RedeliverEvent(context.Context, *connect.Request[v1.RedeliverEventRequest]) (*connect.Response[v1.RedeliverEventResponse], error)
+}
+
+// NewEventServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewEventServiceHandler(svc EventServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	eventServiceMethods := v1.File_irisx_broker_v1_broker_proto.Services().ByName("EventService").Methods()
+	eventServiceListEventsHandler := connect.NewUnaryHandler(
+		EventServiceListEventsProcedure,
+		svc.ListEvents,
+		connect.WithSchema(eventServiceMethods.ByName("ListEvents")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	eventServiceWatchEventsHandler := connect.NewServerStreamHandler(
+		EventServiceWatchEventsProcedure,
+		svc.WatchEvents,
+		connect.WithSchema(eventServiceMethods.ByName("WatchEvents")),
+		connect.WithHandlerOptions(opts...),
+	)
+	eventServiceRedeliverEventHandler := connect.NewUnaryHandler(
+		EventServiceRedeliverEventProcedure,
+		svc.RedeliverEvent,
+		connect.WithSchema(eventServiceMethods.ByName("RedeliverEvent")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/irisx.broker.v1.EventService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case EventServiceListEventsProcedure:
+			eventServiceListEventsHandler.ServeHTTP(w, r)
+		case EventServiceWatchEventsProcedure:
+			eventServiceWatchEventsHandler.ServeHTTP(w, r)
+		case EventServiceRedeliverEventProcedure:
+			eventServiceRedeliverEventHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedEventServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedEventServiceHandler struct{}
+
+func (UnimplementedEventServiceHandler) ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.EventService.ListEvents is not implemented"))
+}
+
+func (UnimplementedEventServiceHandler) WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.EventService.WatchEvents is not implemented"))
+}
+
+func (UnimplementedEventServiceHandler) RedeliverEvent(context.Context, *connect.Request[v1.RedeliverEventRequest]) (*connect.Response[v1.RedeliverEventResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("irisx.broker.v1.EventService.RedeliverEvent is not implemented"))
 }

@@ -1,0 +1,180 @@
+package events_test
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+func allDelivered(r *rig) func() bool {
+	return func() bool {
+		evs, err := r.st.ListLifecycleEvents(context.Background(), 0, 10000)
+		if err != nil {
+			return false
+		}
+		for _, ev := range evs {
+			if ev.DeliveryState != store.DeliveryDelivered {
+				return false
+			}
+		}
+		return len(evs) > 0
+	}
+}
+
+// A delivered webhook carries the Standard Webhooks headers, a signature an
+// independent verifier accepts, and the contract's payload.
+func TestWebhookDeliveredSigned(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	r := newRig(t, recv.srv.URL, "", nil)
+	before := time.Now().Unix()
+	r.install(t, 1, "a")
+	eventually(t, 10*time.Second, "the event delivered", allDelivered(r))
+	got := recv.requests()
+	if len(got) != 1 {
+		t.Fatalf("%d requests, want 1", len(got))
+	}
+	g := got[0]
+	ev := r.events(t)[0]
+	if g.ID != ev.ID() || !g.Verified {
+		t.Errorf("webhook-id %q (event %q), signature verified %v", g.ID, ev.ID(), g.Verified)
+	}
+	if ts, _ := strconv.ParseInt(g.Timestamp, 10, 64); ts < before-1 || ts > time.Now().Unix()+1 {
+		t.Errorf("webhook-timestamp %q not the attempt's time", g.Timestamp)
+	}
+	if g.Type != store.EventInstalled || g.Event.ID != ev.ID() || g.Event.IrisAppID != app ||
+		g.Event.AccountID != account(1) || g.Event.Status != "installed" || g.Event.OccurredAt == "" {
+		t.Errorf("payload %s", g.Body)
+	}
+	if r.obs.delivered != 1 {
+		t.Errorf("delivered counted %d times", r.obs.delivered)
+	}
+}
+
+// A 500 and a hang are retried, with the same webhook-id every time.
+func TestWebhookRetriedAfter500AndHang(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	recv.setAnswer(func(n int) int {
+		switch n {
+		case 0:
+			return http.StatusInternalServerError
+		case 1:
+			return 0 // hang past the attempt time-out
+		}
+		return http.StatusOK
+	})
+	r := newRig(t, recv.srv.URL, "", nil)
+	r.install(t, 1, "a")
+	eventually(t, 15*time.Second, "the event delivered", allDelivered(r))
+	got := recv.requests()
+	if len(got) != 3 {
+		t.Fatalf("%d requests, want 3", len(got))
+	}
+	for _, g := range got {
+		if g.ID != got[0].ID || !g.Verified {
+			t.Errorf("attempt with webhook-id %q (first %q), verified %v", g.ID, got[0].ID, g.Verified)
+		}
+	}
+	ev := r.events(t)[0]
+	if ev.Attempts != 3 || r.obs.retried != 2 {
+		t.Errorf("attempts %d, retries counted %d; want 3 and 2", ev.Attempts, r.obs.retried)
+	}
+}
+
+// After the maximum age a failing event is given up, counted, and the
+// install's next event is delivered; an admin's redelivery then delivers
+// it with the same webhook-id.
+func TestWebhookGivenUpThenRedelivered(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	recv.setAnswer(func(int) int { return http.StatusServiceUnavailable })
+	r := newRig(t, recv.srv.URL, "", nil)
+	r.install(t, 1, "a")
+	eventually(t, 10*time.Second, "a failed attempt", func() bool { return len(recv.requests()) >= 2 })
+	if ev := r.events(t)[0]; ev.DeliveryState != store.DeliveryPending {
+		t.Fatalf("state %q before the maximum age, want pending", ev.DeliveryState)
+	}
+	r.clock.Advance(24*time.Hour + time.Minute)
+	eventually(t, 10*time.Second, "the event given up", func() bool {
+		return r.events(t)[0].DeliveryState == store.DeliveryGivenUp
+	})
+	if r.obs.givenUp != 1 {
+		t.Errorf("given up counted %d times", r.obs.givenUp)
+	}
+
+	recv.setAnswer(func(int) int { return http.StatusOK })
+	r.uninstall(t, 1)
+	eventually(t, 10*time.Second, "the next event delivered", func() bool {
+		evs := r.events(t)
+		return len(evs) == 2 && evs[1].DeliveryState == store.DeliveryDelivered
+	})
+	first := r.events(t)[0]
+	if _, err := r.d.Redeliver(context.Background(), first.Seq); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the redelivered event delivered", allDelivered(r))
+	got := recv.requests()
+	last := got[len(got)-1]
+	if last.ID != first.ID() || !last.Verified {
+		t.Errorf("redelivery webhook-id %q, want %q; verified %v", last.ID, first.ID(), last.Verified)
+	}
+}
+
+// The receiver down for every callback, then back: every event delivered,
+// in order per install, and an event delivered twice only after a failed
+// attempt of it.
+func TestWebhookReceiverDownThenBack(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	recv.setAnswer(func(int) int { return http.StatusBadGateway })
+	r := newRig(t, recv.srv.URL, "", nil)
+	const installs, rounds = 10, 5
+	for round := range rounds {
+		for i := range installs {
+			if round%2 == 0 {
+				r.install(t, i, strconv.Itoa(round))
+			} else {
+				r.uninstall(t, i)
+			}
+		}
+	}
+	if n := len(r.events(t)); n != installs*rounds {
+		t.Fatalf("%d events, want %d", n, installs*rounds)
+	}
+	time.Sleep(300 * time.Millisecond)
+	recv.setAnswer(func(int) int { return http.StatusOK })
+	eventually(t, 60*time.Second, "every event delivered", allDelivered(r))
+	if n := checkOrderAndDuplicates(t, recv.requests()); n != installs*rounds {
+		t.Errorf("%d distinct events delivered, want %d", n, installs*rounds)
+	}
+}
+
+// checkOrderAndDuplicates: per install, successful deliveries follow id
+// order, and an id is sent again only after a failed attempt of it.
+func checkOrderAndDuplicates(t *testing.T, got []received) int {
+	t.Helper()
+	lastOK := map[string]string{} // account -> last delivered id
+	delivered := map[string]bool{}
+	for _, g := range got {
+		if !g.Verified {
+			t.Errorf("unverified signature on %s", g.ID)
+		}
+		if delivered[g.ID] {
+			t.Errorf("event %s sent again after a 2xx", g.ID)
+		}
+		acct := g.Event.AccountID
+		if g.ID < lastOK[acct] {
+			t.Errorf("install %s: %s sent after the later %s was delivered", acct, g.ID, lastOK[acct])
+		}
+		if g.Status >= 200 && g.Status < 300 {
+			delivered[g.ID] = true
+			lastOK[acct] = g.ID
+		}
+	}
+	return len(delivered)
+}

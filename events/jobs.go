@@ -1,0 +1,163 @@
+package events
+
+import (
+	"context"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/irisx-broker/irisx-broker/store"
+	"github.com/jackc/pgx/v5"
+)
+
+// deliverArgs names the install whose pending events a job delivers.
+type deliverArgs struct {
+	IrisAppID string `json:"irisAppId"`
+	AccountID string `json:"accountId"`
+}
+
+func newDeliverArgs(k store.InstallKey) deliverArgs {
+	return deliverArgs{IrisAppID: k.IrisAppID, AccountID: k.AccountID}
+}
+
+func (deliverArgs) Kind() string { return "irisx_event_delivery" }
+
+// InsertOpts: unique per install in River's minimal set of states. A job
+// that failed on a database error (retryable) may meet a new one; River's
+// scheduler then discards the later of the two.
+func (deliverArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
+		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled,
+	}}}
+}
+
+type deliverWorker struct {
+	river.WorkerDefaults[deliverArgs]
+	d *Deliverer
+}
+
+// NextRetry: a job fails only when the database does; try again soon.
+func (w *deliverWorker) NextRetry(job *river.Job[deliverArgs]) time.Time {
+	return time.Now().Add(min(time.Duration(job.Attempt)*time.Second, 30*time.Second))
+}
+
+// Work drains the install's pending events, oldest first, one at a time.
+func (w *deliverWorker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
+	d := w.d
+	if d.url == "" {
+		return nil // webhooks were turned off since the job was queued
+	}
+	key := store.InstallKey{IrisAppID: job.Args.IrisAppID, AccountID: job.Args.AccountID}
+	started := time.Now()
+	for {
+		if time.Since(started) > d.cfg.DrainBudget {
+			return river.JobSnooze(0)
+		}
+		now := d.now()
+		h, err := d.st.LeaseHeadEvent(ctx, key, now, d.cfg.Lease)
+		if err != nil {
+			return err
+		}
+		switch {
+		case h.Idle:
+			idle, err := d.st.FinishIfIdle(ctx, key, func(tx pgx.Tx) error {
+				_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+				return err
+			})
+			if err != nil || idle {
+				return err
+			}
+		case h.Event == nil:
+			return river.JobSnooze(max(h.Wait.Sub(now), 50*time.Millisecond))
+		default:
+			if err := d.deliver(ctx, h.Event); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// deliver makes one attempt at ev (leased by us) and records its outcome.
+func (d *Deliverer) deliver(ctx context.Context, ev *store.LifecycleEvent) error {
+	now := d.now()
+	reason := d.post(ctx, ev, now)
+	if ctx.Err() != nil {
+		return ctx.Err() // stopping: the lease lapses and the event is retried
+	}
+	done := d.now()
+	if reason == "" {
+		if err := d.st.MarkEventDelivered(ctx, ev.Seq, done); err != nil {
+			return err
+		}
+		d.obs.EventDelivered(done.Sub(ev.OccurredAt))
+		return nil
+	}
+	failed := ev.Attempts + 1
+	if done.Sub(ev.RetrySince) >= d.cfg.MaxAge {
+		d.log.WarnContext(ctx, "event webhook given up", "event_id", ev.ID(), "type", ev.Type,
+			"attempts", failed, "reason", reason)
+		if err := d.st.MarkEventGivenUp(ctx, ev.Seq, reason); err != nil {
+			return err
+		}
+		d.obs.EventGivenUp()
+		return nil
+	}
+	next := done.Add(d.cfg.Backoff(failed))
+	d.log.InfoContext(ctx, "event webhook failed; will retry", "event_id", ev.ID(), "attempts", failed,
+		"reason", reason, "next_attempt_at", next)
+	if err := d.st.MarkEventFailed(ctx, ev.Seq, next, reason); err != nil {
+		return err
+	}
+	d.obs.EventRetried(reason)
+	return nil
+}
+
+// sweepArgs: the periodic job re-enqueuing installs whose due events have
+// no job (their job was discarded, or the webhook was configured after
+// they were written with another replica's settings).
+type sweepArgs struct{}
+
+func (sweepArgs) Kind() string { return "irisx_event_sweep" }
+
+type sweepWorker struct {
+	river.WorkerDefaults[sweepArgs]
+	d *Deliverer
+}
+
+func (w *sweepWorker) Work(ctx context.Context, _ *river.Job[sweepArgs]) error {
+	keys, err := w.d.st.PendingEventInstalls(ctx, w.d.now(), 1000)
+	if err != nil || len(keys) == 0 {
+		return err
+	}
+	params := make([]river.InsertManyParams, len(keys))
+	for i, k := range keys {
+		params[i] = river.InsertManyParams{Args: newDeliverArgs(k)}
+	}
+	_, err = w.d.river.InsertMany(ctx, params)
+	return err
+}
+
+// retentionArgs: the periodic job deleting events past EVENT_RETENTION.
+type retentionArgs struct{}
+
+func (retentionArgs) Kind() string { return "irisx_event_retention" }
+
+type retentionWorker struct {
+	river.WorkerDefaults[retentionArgs]
+	d *Deliverer
+}
+
+func (w *retentionWorker) Work(ctx context.Context, _ *river.Job[retentionArgs]) error {
+	cutoff := w.d.now().Add(-w.d.cfg.Retention)
+	for {
+		n, err := w.d.st.DeleteEventsBefore(ctx, cutoff, retentionBatch)
+		if err != nil || n < retentionBatch {
+			if n > 0 {
+				w.d.log.InfoContext(ctx, "deleted old events", "count", n)
+			}
+			return err
+		}
+	}
+}

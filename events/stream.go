@@ -1,0 +1,126 @@
+package events
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+// Poll intervals of a watcher: a notification wakes it at once; polling
+// only bounds the delay of a missed one.
+const (
+	pollConnected    = 5 * time.Second
+	pollDisconnected = time.Second
+	watchPage        = 1000
+	// latestPoll: how often each replica reads the latest event id, for
+	// the events no notification announces (first installs).
+	latestPoll = 250 * time.Millisecond
+)
+
+// Stream serves WatchEvents: it LISTENs for committed events and wakes
+// every watcher, which then reads what follows its last id. Ids are
+// assigned in commit order, so reading "after the last id seen" has no
+// gap and no duplicate.
+type Stream struct {
+	st        *store.Store
+	directURL string
+	log       *slog.Logger
+	connected atomic.Bool
+
+	mu   sync.Mutex
+	wake chan struct{} // closed and replaced on each notification
+}
+
+// NewStream returns a Stream reading st and listening on directURL
+// (DATABASE_DIRECT_URL). Run must be running for prompt delivery; without
+// it watchers still poll.
+func NewStream(st *store.Store, directURL string, logger *slog.Logger) *Stream {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Stream{st: st, directURL: directURL, log: logger, wake: make(chan struct{})}
+}
+
+// Run listens, and polls the latest id, until ctx ends.
+func (s *Stream) Run(ctx context.Context) error {
+	go s.pollLatest(ctx)
+	return store.ListenEventWrites(ctx, s.directURL, s.log, s.notify, func(ok bool) {
+		s.connected.Store(ok)
+		if ok {
+			s.notify() // notifications may have been missed meanwhile
+		}
+	})
+}
+
+func (s *Stream) notify() {
+	s.mu.Lock()
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *Stream) waiter() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wake
+}
+
+// Watch calls fn for every event after afterSeq, in id order, then for each
+// new one as it commits, until ctx ends or fn or the database fails.
+func (s *Stream) Watch(ctx context.Context, afterSeq int64, fn func(store.LifecycleEvent) error) error {
+	for {
+		wake := s.waiter() // taken before reading, so no write slips between
+		evs, err := s.st.ListLifecycleEvents(ctx, afterSeq, watchPage)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if err := fn(ev); err != nil {
+				return err
+			}
+			afterSeq = ev.Seq
+		}
+		if len(evs) == watchPage {
+			continue
+		}
+		poll := pollDisconnected
+		if s.connected.Load() {
+			poll = pollConnected
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// pollLatest wakes the watchers when the latest id grows: one indexed
+// read per replica every latestPoll, whatever the number of watchers.
+func (s *Stream) pollLatest(ctx context.Context) {
+	last := int64(-1) // unknown: the first read only sets it
+	t := time.NewTicker(latestPoll)
+	defer t.Stop()
+	for {
+		seq, err := s.st.LatestEventSeq(ctx)
+		if err == nil && seq > last {
+			if last >= 0 {
+				s.notify()
+			}
+			last = seq
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

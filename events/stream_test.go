@@ -1,0 +1,106 @@
+package events_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/irisx-broker/irisx-broker/events"
+	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/store"
+)
+
+var errStop = errors.New("stop")
+
+// WatchEvents: a stream cut after some events and resumed from the last id
+// seen has no gap and no duplicate, and a new event arrives within a
+// second of its commit (a generous bound: the notification is immediate).
+func TestWatchResumeAndPromptness(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.NewDatabase(t)
+	r := newRig(t, "", dbURL, nil)
+	s := events.NewStream(r.st, dbURL, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Run(ctx) }()
+
+	for i := range 5 {
+		r.install(t, i, "a")
+	}
+	// First connection: read three, then disconnect.
+	var first []string
+	var last int64
+	err := s.Watch(ctx, 0, func(ev store.LifecycleEvent) error {
+		first = append(first, ev.ID())
+		last = ev.Seq
+		if len(first) == 3 {
+			return errStop
+		}
+		return nil
+	})
+	if !errors.Is(err, errStop) {
+		t.Fatalf("Watch: %v", err)
+	}
+	for i := 5; i < 8; i++ {
+		r.install(t, i, "a")
+	}
+	// Resume from the last id: the rest, then a new one promptly.
+	got := make(chan store.LifecycleEvent, 100)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go func() {
+		_ = s.Watch(wctx, last, func(ev store.LifecycleEvent) error { got <- ev; return nil })
+	}()
+	var resumed []string
+	for len(resumed) < 5 {
+		select {
+		case ev := <-got:
+			resumed = append(resumed, ev.ID())
+		case <-time.After(5 * time.Second):
+			t.Fatalf("resumed stream stalled after %v", resumed)
+		}
+	}
+	all := r.events(t)
+	var want []string
+	for _, ev := range all {
+		want = append(want, ev.ID())
+	}
+	if gotAll := append(first, resumed...); !equal(gotAll, want) {
+		t.Fatalf("first %v + resumed %v, want %v", first, resumed, want)
+	}
+	// Let the watcher settle into waiting, then commit a new event.
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	r.install(t, 100, "a")
+	select {
+	case ev := <-got:
+		lat := time.Since(start)
+		t.Logf("new event arrived %s after the callback began", lat)
+		if lat > time.Second {
+			t.Errorf("new event after %s, want within 1 s", lat)
+		}
+		if ev.AccountID != account(100) {
+			t.Errorf("got %s for %s", ev.ID(), ev.AccountID)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no new event within 1 s")
+	}
+	select {
+	case ev := <-got:
+		t.Errorf("unexpected extra event %s", ev.ID())
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

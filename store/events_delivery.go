@@ -1,0 +1,219 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrEventDeliveryOff means no webhook is configured, so an event cannot be
+// queued for delivery.
+var ErrEventDeliveryOff = fmt.Errorf("%w: no EVENT_WEBHOOK_URL is configured", ErrInvalid)
+
+// Head is the first undelivered event of an install, as LeaseHeadEvent
+// found it.
+type Head struct {
+	// Event is set when the caller now holds its delivery lease.
+	Event *LifecycleEvent
+	// Wait, when Event is nil and Idle false, is when to look again: the
+	// head's next attempt, or the end of another worker's lease.
+	Wait time.Time
+	// Idle: the install has no undelivered event.
+	Idle bool
+}
+
+// LeaseHeadEvent finds the install's oldest pending event and, if it is due
+// and nobody else is delivering it, leases it until now+lease. Only the
+// head can be leased, so an install's events are delivered in id order: a
+// later one waits until the earlier one is delivered or given up.
+func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Time, lease time.Duration) (Head, error) {
+	now = pgTime(now)
+	var h Head
+	err := s.retry(ctx, func() error {
+		h = Head{}
+		return s.inTx(ctx, func(tx pgx.Tx) error {
+			rows, _ := tx.Query(ctx, `SELECT `+lifecycleEventColumns+` FROM install_events_out
+				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending'
+				ORDER BY id LIMIT 1 FOR UPDATE`, key.IrisAppID, key.AccountID)
+			ev, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[LifecycleEvent])
+			if errors.Is(err, pgx.ErrNoRows) {
+				h.Idle = true
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if ev.LeasedUntil != nil && ev.LeasedUntil.After(now) {
+				h.Wait = *ev.LeasedUntil
+				return nil
+			}
+			if ev.NextAttemptAt != nil && ev.NextAttemptAt.After(now) {
+				h.Wait = *ev.NextAttemptAt
+				return nil
+			}
+			until := now.Add(lease)
+			if ev.FirstAttemptAt == nil {
+				ev.FirstAttemptAt = &now
+			}
+			ev.LeasedUntil = &until
+			_, err = tx.Exec(ctx, `UPDATE install_events_out SET leased_until = $2, first_attempt_at = $3
+				WHERE id = $1`, ev.Seq, until, *ev.FirstAttemptAt)
+			ev.OccurredAt = ev.OccurredAt.UTC()
+			h.Event = &ev
+			return err
+		})
+	})
+	if err != nil {
+		return Head{}, fmt.Errorf("store: lease event: %w", err)
+	}
+	return h, nil
+}
+
+// MarkEventDelivered records a 2xx for the event.
+func (s *Store) MarkEventDelivered(ctx context.Context, seq int64, at time.Time) error {
+	return s.execEvent(ctx, "mark event delivered", `UPDATE install_events_out SET
+		delivery_state = 'delivered', delivered_at = $2, attempts = attempts + 1,
+		leased_until = NULL, next_attempt_at = NULL, last_error = NULL
+		WHERE id = $1 AND delivery_state = 'pending'`, seq, pgTime(at))
+}
+
+// MarkEventFailed records a failed attempt: the next one is due at next.
+func (s *Store) MarkEventFailed(ctx context.Context, seq int64, next time.Time, lastError string) error {
+	return s.execEvent(ctx, "mark event failed", `UPDATE install_events_out SET
+		attempts = attempts + 1, next_attempt_at = $2, leased_until = NULL, last_error = $3
+		WHERE id = $1 AND delivery_state = 'pending'`, seq, pgTime(next), clean(lastError, maxLastErrorLen))
+}
+
+// MarkEventGivenUp records a failed last attempt: the event is no longer
+// delivered, and the install's next event becomes the head.
+func (s *Store) MarkEventGivenUp(ctx context.Context, seq int64, lastError string) error {
+	return s.execEvent(ctx, "give up event", `UPDATE install_events_out SET
+		delivery_state = 'given_up', attempts = attempts + 1, next_attempt_at = NULL,
+		leased_until = NULL, last_error = $2
+		WHERE id = $1 AND delivery_state = 'pending'`, seq, clean(lastError, maxLastErrorLen))
+}
+
+func (s *Store) execEvent(ctx context.Context, what, sql string, args ...any) error {
+	err := s.retry(ctx, func() error {
+		_, err := s.pool.Exec(ctx, sql, args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	return nil
+}
+
+// FinishIfIdle runs fn (which completes the install's delivery job) in a
+// transaction that first share-locks the install's row and then finds no
+// pending event. Every event writer holds that row lock (FOR UPDATE or an
+// UPDATE) while it inserts its job, so an event is either visible here, or
+// its writer runs after fn committed and finds no job to be a duplicate
+// of: no event is left without a job. idle is false when an event is
+// pending; fn then did not run.
+func (s *Store) FinishIfIdle(ctx context.Context, key InstallKey, fn func(tx pgx.Tx) error) (idle bool, err error) {
+	err = s.retry(ctx, func() error {
+		idle = false
+		return s.inTx(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM installs WHERE iris_app_id = $1 AND account_id = $2 FOR SHARE`,
+				key.IrisAppID, key.AccountID); err != nil {
+				return err
+			}
+			var pending bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM install_events_out
+				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending')`,
+				key.IrisAppID, key.AccountID).Scan(&pending); err != nil {
+				return err
+			}
+			if pending {
+				return nil
+			}
+			idle = true
+			return fn(tx)
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: finish event delivery: %w", err)
+	}
+	return idle, nil
+}
+
+// RedeliverEvent queues a delivered, given-up or never-delivered event for
+// one more delivery (attempts start over), enqueuing its install's job in
+// the same transaction. An event already pending is left as it is.
+func (s *Store) RedeliverEvent(ctx context.Context, seq int64, now time.Time) (LifecycleEvent, error) {
+	if s.enqueue == nil {
+		return LifecycleEvent{}, ErrEventDeliveryOff
+	}
+	ev, err := s.LifecycleEvent(ctx, seq)
+	if err != nil {
+		return LifecycleEvent{}, err
+	}
+	if ev.DeliveryState == DeliveryPending {
+		return ev, nil
+	}
+	key := ev.Key()
+	err = s.retry(ctx, func() error {
+		return s.inTx(ctx, func(tx pgx.Tx) error {
+			// The row lock, as for every event writer (see FinishIfIdle).
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM installs WHERE iris_app_id = $1 AND account_id = $2 FOR UPDATE`,
+				key.IrisAppID, key.AccountID); err != nil {
+				return err
+			}
+			if err := s.enqueue(ctx, tx, key); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `UPDATE install_events_out SET delivery_state = 'pending', attempts = 0,
+				retry_since = $2, first_attempt_at = NULL, next_attempt_at = $2, leased_until = NULL, delivered_at = NULL,
+				last_error = NULL WHERE id = $1`, seq, pgTime(now))
+			return err
+		})
+	})
+	if err != nil {
+		return LifecycleEvent{}, fmt.Errorf("store: redeliver event: %w", err)
+	}
+	return s.LifecycleEvent(ctx, seq)
+}
+
+// PendingEventInstalls lists installs (at most limit) whose head event is
+// due and not leased at now, for the sweeper that re-enqueues lost jobs.
+func (s *Store) PendingEventInstalls(ctx context.Context, now time.Time, limit int) ([]InstallKey, error) {
+	var keys []InstallKey
+	err := s.retry(ctx, func() error {
+		rows, _ := s.pool.Query(ctx, `SELECT DISTINCT iris_app_id, account_id::text FROM install_events_out
+			WHERE delivery_state = 'pending' AND next_attempt_at <= $1
+				AND (leased_until IS NULL OR leased_until <= $1)
+			LIMIT $2`, pgTime(now), limit)
+		var err error
+		keys, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (InstallKey, error) {
+			var k InstallKey
+			err := r.Scan(&k.IrisAppID, &k.AccountID)
+			return k, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: pending event installs: %w", err)
+	}
+	return keys, nil
+}
+
+// DeleteEventsBefore deletes at most limit events that occurred before
+// cutoff and are not waiting for delivery, returning how many it deleted.
+func (s *Store) DeleteEventsBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+	var n int64
+	err := s.retry(ctx, func() error {
+		tag, err := s.pool.Exec(ctx, `DELETE FROM install_events_out WHERE id IN (
+			SELECT id FROM install_events_out WHERE occurred_at < $1 AND delivery_state <> 'pending'
+			ORDER BY id LIMIT $2)`, pgTime(cutoff), limit)
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: delete old events: %w", err)
+	}
+	return n, nil
+}
