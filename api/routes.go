@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -92,6 +93,9 @@ type InternalDeps struct {
 	// APIKeys and APIKeyBroker serve ApiKeyService and GetApiKeyToken.
 	APIKeys      APIKeyRegistry
 	APIKeyBroker APIKeyBroker
+	// ConnectInterceptors, if set, run first on every Connect handler
+	// (the tracing interceptor, internal/telemetry).
+	ConnectInterceptors []connect.Interceptor
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -123,7 +127,7 @@ func NewInternal(d InternalDeps) *echo.Echo {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := newEcho(logger, d.HTTP)
-	errs := connect.WithInterceptors(errorInterceptor(logger))
+	errs := connect.WithInterceptors(append(slices.Clone(d.ConnectInterceptors), errorInterceptor(logger))...)
 	internalTokens, adminTokens := newTokenSet(d.InternalTokens), newTokenSet(d.AdminTokens)
 	// Each service is wrapped in the bearer check of its token set, which
 	// runs before Connect reads a byte of the body.
