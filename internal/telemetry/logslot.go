@@ -20,7 +20,9 @@ import (
 
 type slotKey struct{}
 
-type spanSlot struct{ sc atomic.Pointer[trace.SpanContext] }
+type spanSlot struct {
+	sc atomic.Pointer[trace.SpanContext]
+}
 
 // LogSlot wraps the internal listener's handler so that its request log
 // line carries the trace_id of the Connect call's span.
