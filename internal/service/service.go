@@ -141,10 +141,16 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 			return nil, err
 		}
 	}
-	// A line logged with a request's context carries its trace_id.
-	log = slog.New(telemetry.LogHandler(log.Handler()))
+	// With tracing off (the no-op provider) nothing below is wired: no
+	// interceptor, middleware, transport, pgx tracer or span runs on a
+	// request. tp is nil then.
+	var tp trace.TracerProvider
+	if telemetry.On(s.tracer) {
+		tp = s.tracer
+		// A line logged with a request's context carries its trace_id.
+		log = slog.New(telemetry.LogHandler(log.Handler()))
+	}
 	s.log = log
-	tp := s.tracer
 	if cfg.Keyring == nil {
 		// KMS_KEY_URL: the data keys are unwrapped once, here, never per row.
 		if cfg.Keyring, err = kms.ResolveKeyring(ctx, cfg.KMSKeyURL, cfg.WrappedKeys, cfg.Keyring); err != nil {
@@ -167,8 +173,12 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		// role's own statement_timeout applies (docs/DEPLOY.md).
 		poolURL = withStatementTimeout(poolURL)
 	}
-	pgxTracer := telemetry.PgxTracer(tp)
-	if s.Pool, err = store.OpenWith(ctx, poolURL, func(c *pgxpool.Config) { telemetry.InstrumentPool(c, pgxTracer) }); err != nil {
+	var configurePool func(*pgxpool.Config)
+	if tp != nil {
+		pgxTracer := telemetry.PgxTracer(tp)
+		configurePool = func(c *pgxpool.Config) { telemetry.InstrumentPool(c, pgxTracer) }
+	}
+	if s.Pool, err = store.OpenWith(ctx, poolURL, configurePool); err != nil {
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
 	opts := []store.Option{store.WithLogger(log)}
@@ -205,7 +215,9 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 	// The one outbound client to Trackunit's token endpoints: a client span
 	// per call, with traceparent; NoRedirects' CheckRedirect is kept.
 	tokenHTTP := outbound.NoRedirects(d.TokenHTTP)
-	tokenHTTP.Transport = telemetry.Transport(tokenHTTP.Transport, tp)
+	if tp != nil {
+		tokenHTTP.Transport = telemetry.Transport(tokenHTTP.Transport, tp)
+	}
 	// One cap on detached upstream fetches for every kind together.
 	fetches := token.NewLimiter(MaxFetches)
 	s.Installs, err = token.New(token.Config{
@@ -244,9 +256,13 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		proxy = &api.ProxyDeps{Tokens: api.BrokerProxyTokens(s.Installs), Holds: s.Store,
 			UpstreamURL: cfg.IrisAPIURL, Observer: m.NewProxy(), Transport: d.IrisTransport}
 	}
-	connectTracing, err := telemetry.ConnectInterceptor(tp)
-	if err != nil {
-		return nil, err
+	var connectTracing []connect.Interceptor
+	if tp != nil {
+		ic, err := telemetry.ConnectInterceptor(tp)
+		if err != nil {
+			return nil, err
+		}
+		connectTracing = append(connectTracing, ic)
 	}
 	publicHandler := api.NewPublic(api.PublicDeps{
 		Verifier: s.Verifier, Store: s.Store, AllowedApps: cfg.AllowedAppIDs, Now: d.Now,
@@ -258,14 +274,18 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
 		APIUsers: s.Store, APIUserBroker: s.APIUsers, APIKeys: s.Store, APIKeyBroker: s.APIKeys,
 		Listening: ready, Profiles: s.Store, Proxy: proxy,
-		ConnectInterceptors: []connect.Interceptor{connectTracing},
+		ConnectInterceptors: connectTracing,
 	})
 	// The public listener: a server span for /appinstall only, a new root
 	// (Trackunit is outside), around the request logger so its line has the
 	// trace_id. The internal listener's spans are the Connect calls'
 	// (child of the caller's span); LogSlot gives its request logger theirs.
-	s.public = api.NewServer(telemetry.Middleware(publicHandler, tp, "/appinstall"), false)
-	s.internal = api.NewServer(telemetry.LogSlot(internalHandler), true)
+	var public, internal http.Handler = publicHandler, internalHandler
+	if tp != nil {
+		public, internal = telemetry.Middleware(publicHandler, tp, "/appinstall"), telemetry.LogSlot(internalHandler)
+	}
+	s.public = api.NewServer(public, false)
+	s.internal = api.NewServer(internal, true)
 
 	if s.publicLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
 		return nil, fmt.Errorf("PUBLIC_ADDR: %w", err)

@@ -490,3 +490,18 @@ func TestPgxTracerSkipsOrphans(t *testing.T) {
 		t.Errorf("%d SELECT spans under the request, want 1: %v", sql, exp.GetSpans())
 	}
 }
+
+func TestOn(t *testing.T) {
+	off, _, err := Setup(context.Background(), lookupFrom(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on, shutdown, err := Setup(context.Background(), lookupFrom(map[string]string{"OTEL_TRACES_EXPORTER": "console"}), WithConsoleWriter(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background())
+	if On(nil) || On(off) || !On(on) {
+		t.Errorf("On(nil) %v, On(off) %v, On(console) %v; want false, false, true", On(nil), On(off), On(on))
+	}
+}
