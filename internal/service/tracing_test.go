@@ -111,7 +111,7 @@ func (s *tracedSim) issued() []string {
 
 // startTraced runs one instance on a fresh database with the given
 // dependencies (a tracer provider, a lookup) and waits until it is ready.
-func startTraced(t *testing.T, sim *tracedSim, logs *testkit.Buffer, d service.Deps) *service.Service {
+func startTraced(t *testing.T, sim *tracedSim, logs *testkit.Buffer, d service.Deps, mod func(*config.Config)) *service.Service {
 	t.Helper()
 	keys, err := crypto.ParseKeyring(testKeys)
 	if err != nil {
@@ -123,6 +123,9 @@ func startTraced(t *testing.T, sim *tracedSim, logs *testkit.Buffer, d service.D
 		JWKSURL: sim.url + "/api/marketplace/jwks", AuthURL: sim.url,
 		IdentityLeeway: time.Minute, IdentityMaxAge: 10 * time.Minute,
 		AllowedAppIDs: []string{testApp}, DefaultScopes: []string{"asset.view"}, TokenRefreshMargin: 5 * time.Minute,
+	}
+	if mod != nil {
+		mod(cfg)
 	}
 	d.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d.TokenHTTP = &http.Client{Timeout: 5 * time.Second}
@@ -237,7 +240,7 @@ func TestTracesFollowRequestsAcrossLayers(t *testing.T) {
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	sim := newTracedSim(t)
 	logs := &testkit.Buffer{}
-	svc := startTraced(t, sim, logs, service.Deps{TracerProvider: tp})
+	svc := startTraced(t, sim, logs, service.Deps{TracerProvider: tp}, nil)
 	ctx := context.Background()
 	exp.Reset() // start-up work is not part of the scenario
 
@@ -483,5 +486,45 @@ func TestTracingOffUnlessAsked(t *testing.T) {
 		if !strings.Contains(out, name) {
 			t.Errorf("console exporter output lacks %s", name)
 		}
+	}
+}
+
+// The traced transport on the Trackunit client still follows no redirect:
+// a 307 from the token endpoint is the answer, and its target gets nothing.
+func TestTracedTokenClientFollowsNoRedirect(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	var reached atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached.Add(1) }))
+	defer target.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+	sim := newTracedSim(t)
+	svc := startTraced(t, sim, &testkit.Buffer{}, service.Deps{TracerProvider: tp}, func(c *config.Config) { c.AuthURL = redirector.URL })
+	ctx := context.Background()
+	account := uuid.NewString()
+	id, secret := trackunitsim.NewClientCredentials()
+	if _, err := svc.Store.ApplyInstallEvent(ctx, store.InstallEvent{Type: store.TypeInstalled, IrisAppID: testApp, AccountID: account,
+		ClientID: crypto.Secret(id), ClientSecret: secret}); err != nil {
+		t.Fatal(err)
+	}
+	broker := client.New("http://"+svc.InternalAddr(), traceBearer, client.WithIrisAppID(testApp))
+	if _, err := broker.Token(ctx, account); err == nil {
+		t.Fatal("GetToken succeeded through a redirecting token endpoint")
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("the redirect target received %d requests, want 0", n)
+	}
+	var clientSpans int
+	for _, s := range exp.GetSpans() {
+		if s.SpanKind == trace.SpanKindClient && strings.HasPrefix(s.Name, "POST ") {
+			clientSpans++
+		}
+	}
+	if clientSpans == 0 {
+		t.Error("no client span: the call did not go through the traced transport")
 	}
 }
