@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -94,6 +95,9 @@ type InternalDeps struct {
 	APIKeyBroker APIKeyBroker
 	// Events serves EventService and the admin page's events; nil: neither.
 	Events *EventsDeps
+	// ConnectInterceptors, if set, run first on every Connect handler
+	// (the tracing interceptor, internal/telemetry).
+	ConnectInterceptors []connect.Interceptor
 }
 
 // InternalStore is what the internal listener reads from the store.
@@ -128,7 +132,7 @@ func NewInternal(d InternalDeps) *echo.Echo {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := newEcho(logger, d.HTTP)
-	errs := connect.WithInterceptors(errorInterceptor(logger))
+	errs := connect.WithInterceptors(append(slices.Clone(d.ConnectInterceptors), errorInterceptor(logger))...)
 	internalTokens, adminTokens := newTokenSet(d.InternalTokens), newTokenSet(d.AdminTokens)
 	// Each service is wrapped in the bearer check of its token set, which
 	// runs before Connect reads a byte of the body.
@@ -151,7 +155,8 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	if d.Proxy != nil {
 		mountProxy(e, *d.Proxy, d.InternalTokens, d.AllowedApps, logger)
 	}
-	mountEvents(e, mount(internalTokens.union(adminTokens)), d.Events, internalTokens, adminTokens, logger, connectLimits()...)
+	mountEvents(e, mount(internalTokens.union(adminTokens)), d.Events, internalTokens, adminTokens, logger,
+		append(connectLimits(), connect.WithInterceptors(d.ConnectInterceptors...))...)
 	admin := registerAdmin(e, d.Store, adminTokens, logger)
 	if d.Profiles != nil {
 		e.GET(adminIdentityPath, (&adminIdentityHandler{admin: admin, profiles: d.Profiles}).show, admin.auth)

@@ -183,6 +183,7 @@ func (r *runner) run(ctx context.Context) (err error) {
 		{"stampede", r.stampedePhase},
 		{"scale", r.scalePhase},
 		{"iris proxy", r.proxyPhase},
+		{"tracing", r.tracingPhase},
 	} {
 		if len(r.opts.Phases) > 0 && !slices.Contains(r.opts.Phases, phase.name) {
 			continue

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults applied by New to zero Config fields; they are the contract's.
@@ -58,6 +60,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives metric events; nil ignores them.
 	Observer Observer
+	// TracerProvider, if set, gets one span per verification
+	// (identity.Verify), with the outcome only: no part of the token.
+	TracerProvider trace.TracerProvider
 }
 
 // Observer receives events for metrics. Implementations must be cheap and

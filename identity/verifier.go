@@ -22,6 +22,9 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // b64 is strict so that a token has exactly one encoding: non-zero padding
@@ -40,6 +43,9 @@ type Verifier struct {
 	refetch chan struct{}
 	// after makes Run's timers; tests replace it to drive refreshes by hand.
 	after func(time.Duration) <-chan time.Time
+
+	// tracer, when a TracerProvider is configured, spans each verification.
+	tracer trace.Tracer
 
 	mu           sync.Mutex
 	running      bool
@@ -61,11 +67,38 @@ func New(cfg Config) (*Verifier, error) {
 	// process that does must not accept JSON-serialized tokens, whose
 	// unsigned outer members can override the signed claims.
 	compactOnlyOnce.Do(func() { jwt.Settings(jwt.WithCompactOnly(true)) })
-	return &Verifier{
+	v := &Verifier{
 		cfg:     cfg,
 		refetch: make(chan struct{}, 1),
 		after:   time.After,
-	}, nil
+	}
+	if cfg.TracerProvider != nil {
+		v.tracer = cfg.TracerProvider.Tracer("github.com/irisx-broker/irisx-broker/identity")
+	}
+	return v, nil
+}
+
+// startSpan starts the verification's span; nil without a tracer.
+func (v *Verifier) startSpan(ctx context.Context) (context.Context, trace.Span) {
+	if v.tracer == nil {
+		return ctx, nil
+	}
+	return v.tracer.Start(ctx, "identity.Verify")
+}
+
+// endSpan records the outcome: "ok" or the Reason constant, never the
+// token, its claims or the error text.
+func endSpan(span trace.Span, e *Error) {
+	if span == nil {
+		return
+	}
+	if e != nil {
+		span.SetAttributes(attribute.String("irisx.identity.outcome", e.Reason))
+		span.SetStatus(codes.Error, e.Reason)
+	} else {
+		span.SetAttributes(attribute.String("irisx.identity.outcome", "ok"))
+	}
+	span.End()
 }
 
 // Ready reports whether a key set has been loaded at least once.
@@ -84,7 +117,9 @@ func (v *Verifier) KeySetAge() time.Duration {
 // its identity. Every error matches ErrInvalid and is an *Error; none quotes
 // the token. An unknown kid may wait, bounded by ctx, for a shared refetch.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
+	ctx, span := v.startSpan(ctx)
 	id, e := v.verify(ctx, token, nil)
+	endSpan(span, e)
 	if e != nil {
 		v.cfg.Observer.Rejected(e.Reason)
 		return nil, e
@@ -97,7 +132,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 // that a refusal costs no more than it must.
 func (v *Verifier) Check(ctx context.Context, token string) (*Identity, Profile, error) {
 	var parts tokenParts
+	ctx, span := v.startSpan(ctx)
 	id, e := v.verify(ctx, token, &parts)
+	endSpan(span, e)
 	p := buildProfile(&parts, v.cfg.Now(), e)
 	if e != nil {
 		v.cfg.Observer.Rejected(e.Reason)

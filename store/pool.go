@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"strings"
 
@@ -35,4 +36,9 @@ func PoolConfig(databaseURL string) (*pgxpool.Config, error) {
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
 	return cfg, nil
+}
+
+// Open is OpenWith without a configure function.
+func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	return OpenWith(ctx, databaseURL, nil)
 }

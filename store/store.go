@@ -34,12 +34,17 @@ const (
 	applicationName       = "irisx-broker"
 )
 
-// Open creates a connection pool for databaseURL. It does not connect: the
-// first use does, so a database that is down at start is not fatal here.
-func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+// OpenWith creates a connection pool for databaseURL. It does not connect:
+// the first use does, so a database that is down at start is not fatal
+// here. configure, if not nil, adjusts the parsed configuration before the
+// defaults below fill what the URL left unset (the assembly sets the tracer).
+func OpenWith(ctx context.Context, databaseURL string, configure func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := PoolConfig(databaseURL) // no server-side prepared statements: see PoolConfig
 	if err != nil {
 		return nil, err
+	}
+	if configure != nil {
+		configure(cfg)
 	}
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns

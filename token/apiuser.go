@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/irisx-broker/irisx-broker/internal/derrors"
@@ -84,6 +85,8 @@ type APIUsersConfig struct {
 	Logger *slog.Logger
 	// Observer receives metrics events (optional).
 	Observer Observer
+	// TracerProvider, if set, spans each shared fetch (token.fetch).
+	TracerProvider trace.TracerProvider
 }
 
 // APIUsers hands out access tokens for registered Trackunit API users. The
@@ -155,7 +158,7 @@ func NewAPIUsers(cfg APIUsersConfig, st APIUserStore) (*APIUsers, error) {
 		policy: newPolicy(policyConfig{
 			HTTPClient: cfg.HTTPClient, Now: cfg.Now, MaxAttempts: cfg.MaxAttempts,
 			MaxRetryAfter: cfg.MaxRetryAfter, BaseBackoff: cfg.BaseBackoff, Sleep: cfg.Sleep,
-			FetchTimeout: cfg.FetchTimeout, Logger: cfg.Logger,
+			FetchTimeout: cfg.FetchTimeout, Logger: cfg.Logger, Tracer: cfg.TracerProvider,
 		}),
 		obs: cfg.Observer,
 		mem: make(map[string]*userEntry),

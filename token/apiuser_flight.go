@@ -48,9 +48,11 @@ func (b *APIUsers) fetch(ctx context.Context, name string, need time.Duration) (
 // fetchTimeout: it reads the database and, when the token there does not
 // have more than accept left, refreshes under the row lock.
 func (b *APIUsers) fetchFunc(ctx context.Context, name string, accept time.Duration) func() (any, error) {
-	return func() (any, error) {
+	return func() (_ any, err error) {
 		ctx, cancel := context.WithTimeout(ctx, b.fetchTimeout)
 		defer cancel()
+		ctx, end := b.startFetch(ctx, apiUserKind)
+		defer func() { end(err) }()
 		start := b.currentEpoch()
 		view, err := b.st.APIUserToken(ctx, name)
 		if err != nil {

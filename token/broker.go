@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
@@ -77,6 +78,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives metrics events (optional).
 	Observer Observer
+	// TracerProvider, if set, spans each shared fetch (token.fetch).
+	TracerProvider trace.TracerProvider
 	// FetchTimeout bounds one shared fetch, all attempts and waits included;
 	// it is detached from any one caller (default 30s).
 	FetchTimeout time.Duration
@@ -213,7 +216,7 @@ func newCore(cfg Config, st Store, path string) (*Broker, error) {
 		policy: newPolicy(policyConfig{
 			HTTPClient: cfg.HTTPClient, Now: cfg.Now, MaxAttempts: cfg.MaxAttempts,
 			MaxRetryAfter: cfg.MaxRetryAfter, BaseBackoff: cfg.BaseBackoff, Sleep: cfg.Sleep,
-			FetchTimeout: cfg.FetchTimeout, Logger: cfg.Logger,
+			FetchTimeout: cfg.FetchTimeout, Logger: cfg.Logger, Tracer: cfg.TracerProvider,
 		}),
 		obs:           cfg.Observer,
 		flushInterval: orDefault(cfg.FlushInterval, time.Second),

@@ -88,7 +88,10 @@ func (b *Broker) flightFunc(ctx context.Context, f fetchReq, seen *entry) func()
 			return Token{}, err
 		}
 		defer release()
-		return b.fetch(ctx, f)
+		ctx, end := b.startFetch(ctx, b.kind.name())
+		tok, err := b.fetch(ctx, f)
+		end(err)
+		return tok, err
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // policy is how both brokers call Trackunit's auth server: the HTTP client,
@@ -20,6 +22,8 @@ type policy struct {
 	sleep         func(ctx context.Context, d time.Duration) error
 	fetchTimeout  time.Duration
 	log           *slog.Logger
+	// tracer spans each shared fetch (trace.go); nil: no spans.
+	tracer trace.Tracer
 	// rand returns a float in [0, 1) for jitter; replaced in tests.
 	rand func() float64
 }
@@ -35,6 +39,7 @@ type policyConfig struct {
 	Sleep         func(ctx context.Context, d time.Duration) error
 	FetchTimeout  time.Duration
 	Logger        *slog.Logger
+	Tracer        trace.TracerProvider
 }
 
 func newPolicy(c policyConfig) policy {
@@ -57,6 +62,9 @@ func newPolicy(c policyConfig) policy {
 	}
 	if p.sleep == nil {
 		p.sleep = sleepCtx
+	}
+	if c.Tracer != nil {
+		p.tracer = c.Tracer.Tracer(tracerName)
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)

@@ -114,6 +114,8 @@ func runDev(ctx context.Context, args []string, lookup env, stdout, stderr io.Wr
 	return serve(ctx, cfg, serveOptions{
 		migrate: true,
 		logger:  newLogger(cfg, stderr),
+		// OTEL_TRACES_EXPORTER=console prints the spans as JSON here.
+		lookup: lookup, traceOutput: stdout,
 		onListening: func(public, internal string) {
 			printDevCommands(stdout, simURL, public, internal)
 		},

@@ -25,7 +25,7 @@ func runServe(ctx context.Context, args []string, lookup env, stdout, stderr io.
 		return errReported
 	}
 	logger := newLogger(cfg, stderr)
-	return serve(ctx, cfg, serveOptions{migrate: *migrate, logger: logger})
+	return serve(ctx, cfg, serveOptions{migrate: *migrate, logger: logger, lookup: lookup, traceOutput: stdout})
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
@@ -46,6 +46,10 @@ type serveOptions struct {
 	// verifierHTTP and authHTTP replace the outbound clients (dev, tests).
 	verifierHTTP *http.Client
 	authHTTP     *http.Client
+	// lookup reads the OTEL_* variables; traceOutput receives the spans
+	// of OTEL_TRACES_EXPORTER=console (the command's stdout).
+	lookup      env
+	traceOutput io.Writer
 }
 
 // serve runs the service until ctx ends, then shuts down gracefully.
@@ -53,6 +57,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	svc, err := service.New(ctx, cfg, service.Deps{
 		Logger: o.logger, Migrate: o.migrate, OnListening: o.onListening,
 		TokenHTTP: o.authHTTP, JWKSHTTP: o.verifierHTTP,
+		Lookup: o.lookup, TraceOutput: o.traceOutput,
 	})
 	if err != nil {
 		return err

@@ -9,10 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,7 +22,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/irisx-broker/irisx-broker/api"
@@ -29,6 +33,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/identity"
 	"github.com/irisx-broker/irisx-broker/internal/kms"
 	"github.com/irisx-broker/irisx-broker/internal/outbound"
+	"github.com/irisx-broker/irisx-broker/internal/telemetry"
 	"github.com/irisx-broker/irisx-broker/metrics"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/token"
@@ -67,6 +72,17 @@ type Deps struct {
 	IrisTransport http.RoundTripper
 	// UnknownKIDCooldown is the verifier's refetch cooldown (tests).
 	UnknownKIDCooldown time.Duration
+	// TracerProvider, if set, receives every span (tests inject an SDK
+	// provider with an in-memory exporter); the caller shuts it down. When
+	// nil, New builds one from the OTEL_* variables read through Lookup
+	// (telemetry.Setup: off unless OTEL_EXPORTER_OTLP_ENDPOINT or
+	// OTEL_TRACES_EXPORTER is set) and Run flushes it at the end.
+	TracerProvider trace.TracerProvider
+	// Lookup reads the OTEL_* variables (default os.LookupEnv).
+	Lookup func(string) (string, bool)
+	// TraceOutput is where OTEL_TRACES_EXPORTER=console writes its spans
+	// (default os.Stdout).
+	TraceOutput io.Writer
 }
 
 // Service is one running broker process.
@@ -91,6 +107,9 @@ type Service struct {
 	events      *events.Deliverer
 	eventStream *events.Stream
 
+	tracer         trace.TracerProvider
+	shutdownTracer func(context.Context) error
+
 	listening atomic.Bool
 	draining  atomic.Bool
 	runOnce   sync.Once
@@ -106,12 +125,35 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration", "warning", w)
 	}
-	s := &Service{cfg: cfg, log: log, on: d.OnListening}
+	s := &Service{cfg: cfg, on: d.OnListening}
 	defer func() {
 		if err != nil {
 			s.close()
 		}
 	}()
+	if s.tracer = d.TracerProvider; s.tracer == nil {
+		lookup := d.Lookup
+		if lookup == nil {
+			lookup = os.LookupEnv
+		}
+		var opts []telemetry.Option
+		if d.TraceOutput != nil {
+			opts = append(opts, telemetry.WithConsoleWriter(d.TraceOutput))
+		}
+		if s.tracer, s.shutdownTracer, err = telemetry.Setup(ctx, lookup, opts...); err != nil {
+			return nil, err
+		}
+	}
+	// With tracing off (the no-op provider) nothing below is wired: no
+	// interceptor, middleware, transport, pgx tracer or span runs on a
+	// request. tp is nil then.
+	var tp trace.TracerProvider
+	if telemetry.On(s.tracer) {
+		tp = s.tracer
+		// A line logged with a request's context carries its trace_id.
+		log = slog.New(telemetry.LogHandler(log.Handler()))
+	}
+	s.log = log
 	if cfg.Keyring == nil {
 		// KMS_KEY_URL: the data keys are unwrapped once, here, never per row.
 		if cfg.Keyring, err = kms.ResolveKeyring(ctx, cfg.KMSKeyURL, cfg.WrappedKeys, cfg.Keyring); err != nil {
@@ -134,7 +176,12 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		// role's own statement_timeout applies (docs/DEPLOY.md).
 		poolURL = withStatementTimeout(poolURL)
 	}
-	if s.Pool, err = store.Open(ctx, poolURL); err != nil {
+	var configurePool func(*pgxpool.Config)
+	if tp != nil {
+		pgxTracer := telemetry.PgxTracer(tp)
+		configurePool = func(c *pgxpool.Config) { telemetry.InstrumentPool(c, pgxTracer) }
+	}
+	if s.Pool, err = store.OpenWith(ctx, poolURL, configurePool); err != nil {
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
 	s.Metrics = metrics.New()
@@ -160,6 +207,7 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		JWKSURL: cfg.JWKSURL, Issuer: cfg.IdentityIssuer, Audience: cfg.IdentityAudience,
 		Leeway: cfg.IdentityLeeway, MaxAge: cfg.IdentityMaxAge, UnknownKIDCooldown: d.UnknownKIDCooldown,
 		Now: d.Now, Logger: log, Observer: m, HTTPClient: outbound.NoRedirects(d.JWKSHTTP),
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return nil, err
@@ -175,12 +223,17 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 	m.RegisterGaugeFunc("irisx_jwks_keyset_age_seconds", "Seconds since the JWKS was last fetched successfully.",
 		func() float64 { return s.Verifier.KeySetAge().Seconds() })
 
+	// The one outbound client to Trackunit's token endpoints: a client span
+	// per call, with traceparent; NoRedirects' CheckRedirect is kept.
 	tokenHTTP := outbound.NoRedirects(d.TokenHTTP)
+	if tp != nil {
+		tokenHTTP.Transport = telemetry.Transport(tokenHTTP.Transport, tp)
+	}
 	// One cap on detached upstream fetches for every kind together.
 	fetches := token.NewLimiter(MaxFetches)
 	s.Installs, err = token.New(token.Config{
 		AuthURL: cfg.AuthURL, DefaultScopes: cfg.DefaultScopes, RefreshMargin: cfg.TokenRefreshMargin,
-		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m,
+		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m, TracerProvider: tp,
 		Fetches: fetches, Confirmed: s.Store.ListenerConfirmed,
 	}, s.Store)
 	if err != nil {
@@ -188,14 +241,14 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 	}
 	s.APIUsers, err = token.NewAPIUsers(token.APIUsersConfig{
 		AuthURL: cfg.AuthURL, RefreshMargin: cfg.TokenRefreshMargin,
-		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m,
+		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m, TracerProvider: tp,
 	}, s.Store)
 	if err != nil {
 		return nil, err
 	}
 	s.APIKeys, err = token.NewAPIKeys(token.Config{
 		AuthURL: cfg.AuthURL, RefreshMargin: cfg.TokenRefreshMargin,
-		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m,
+		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m, TracerProvider: tp,
 		Fetches: fetches, Confirmed: s.Store.ListenerConfirmed,
 	}, s.Store)
 	if err != nil {
@@ -214,6 +267,14 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		proxy = &api.ProxyDeps{Tokens: api.BrokerProxyTokens(s.Installs), Holds: s.Store,
 			UpstreamURL: cfg.IrisAPIURL, Observer: m.NewProxy(), Transport: d.IrisTransport}
 	}
+	var connectTracing []connect.Interceptor
+	if tp != nil {
+		ic, err := telemetry.ConnectInterceptor(tp)
+		if err != nil {
+			return nil, err
+		}
+		connectTracing = append(connectTracing, ic)
+	}
 	publicHandler := api.NewPublic(api.PublicDeps{
 		Verifier: s.Verifier, Store: s.Store, AllowedApps: cfg.AllowedAppIDs, Now: d.Now,
 		Logger: log, Observer: m, HTTP: m.HTTP("public"), Listening: ready, Profiles: s.profiles,
@@ -224,9 +285,18 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		AllowedApps: cfg.AllowedAppIDs, Logger: log, HTTP: m.HTTP("internal"),
 		APIUsers: s.Store, APIUserBroker: s.APIUsers, APIKeys: s.Store, APIKeyBroker: s.APIKeys,
 		Listening: ready, Profiles: s.Store, Proxy: proxy, Events: eventDeps,
+		ConnectInterceptors: connectTracing,
 	})
-	s.public = api.NewServer(publicHandler, false)
-	s.internal = api.NewServer(internalHandler, true)
+	// The public listener: a server span for /appinstall only, a new root
+	// (Trackunit is outside), around the request logger so its line has the
+	// trace_id. The internal listener's spans are the Connect calls'
+	// (child of the caller's span); LogSlot gives its request logger theirs.
+	var public, internal http.Handler = publicHandler, internalHandler
+	if tp != nil {
+		public, internal = telemetry.Middleware(publicHandler, tp, "/appinstall"), telemetry.LogSlot(internalHandler)
+	}
+	s.public = api.NewServer(public, false)
+	s.internal = api.NewServer(internal, true)
 
 	if s.publicLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
 		return nil, fmt.Errorf("PUBLIC_ADDR: %w", err)
@@ -332,6 +402,7 @@ func (s *Service) run(ctx context.Context) error {
 	stopEvents(s.events, log)
 	stopBG()
 	bgWG.Wait()
+	s.stopTracing()
 	log.Info("stopped")
 	if failed != nil {
 		return failed
@@ -384,6 +455,20 @@ func serveUntil(ctx context.Context, s *http.Server, ln net.Listener) error {
 	return nil
 }
 
+// stopTracing flushes and stops the tracer provider New built, with a
+// deadline of its own; an injected provider is its owner's to stop.
+func (s *Service) stopTracing() {
+	if s.shutdownTracer == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.shutdownTracer(ctx); err != nil {
+		s.log.Warn("flushing traces failed", "error", err)
+	}
+	s.shutdownTracer = nil
+}
+
 // close releases what New opened; Run calls it at the end.
 func (s *Service) close() {
 	for _, ln := range []net.Listener{s.publicLn, s.internalLn} {
@@ -394,6 +479,7 @@ func (s *Service) close() {
 	if s.Pool != nil {
 		s.Pool.Close()
 	}
+	s.stopTracing()
 }
 
 // Close releases a service that was built but never Run.

@@ -25,14 +25,19 @@ var noMeter = metricnoop.NewMeterProvider()
 // peer attributes (the caller's address and port) stay off, as
 // otelconnect v0.12 has them by default, to bound cardinality; no header
 // and no message body is recorded. Pass it first to connect.WithInterceptors
-// so the span covers authentication too.
+// so the span covers authentication too. Under LogSlot it also records
+// the span for the request log line (logslot.go).
 func ConnectInterceptor(tp trace.TracerProvider) (connect.Interceptor, error) {
-	return otelconnect.NewInterceptor(
+	ic, err := otelconnect.NewInterceptor(
 		otelconnect.WithTracerProvider(tp),
 		otelconnect.WithPropagator(Propagator),
 		otelconnect.WithTrustRemote(),
 		otelconnect.WithoutMetrics(),
 	)
+	if err != nil {
+		return nil, err
+	}
+	return slotInterceptor{ic}, nil
 }
 
 // Transport wraps base (the one outbound client's transport, from

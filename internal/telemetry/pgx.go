@@ -8,11 +8,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // PgxTracerWrapper is otelpgx's tracer with every error passed on as its
 // SQLSTATE only: a Postgres message such as `invalid input syntax for type
-// uuid: "…"` quotes the value, and the span would record it.
+// uuid: "…"` quotes the value, and the span would record it. Statements
+// run outside any trace make no span (orphan).
 type PgxTracerWrapper struct{ t *otelpgx.Tracer }
 
 var (
@@ -39,6 +41,9 @@ func safeErr(err error) error {
 
 // TraceQueryStart implements pgx.QueryTracer.
 func (w *PgxTracerWrapper) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if orphan(ctx) {
+		return ctx
+	}
 	return w.t.TraceQueryStart(ctx, conn, data)
 }
 
@@ -50,6 +55,9 @@ func (w *PgxTracerWrapper) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, da
 
 // TraceBatchStart implements pgx.BatchTracer.
 func (w *PgxTracerWrapper) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	if orphan(ctx) {
+		return ctx
+	}
 	return w.t.TraceBatchStart(ctx, conn, data)
 }
 
@@ -67,6 +75,9 @@ func (w *PgxTracerWrapper) TraceBatchEnd(ctx context.Context, conn *pgx.Conn, da
 
 // TraceCopyFromStart implements pgx.CopyFromTracer.
 func (w *PgxTracerWrapper) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
+	if orphan(ctx) {
+		return ctx
+	}
 	return w.t.TraceCopyFromStart(ctx, conn, data)
 }
 
@@ -78,6 +89,9 @@ func (w *PgxTracerWrapper) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn,
 
 // TracePrepareStart implements pgx.PrepareTracer.
 func (w *PgxTracerWrapper) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
+	if orphan(ctx) {
+		return ctx
+	}
 	return w.t.TracePrepareStart(ctx, conn, data)
 }
 
@@ -89,6 +103,9 @@ func (w *PgxTracerWrapper) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, 
 
 // TraceConnectStart implements pgx.ConnectTracer.
 func (w *PgxTracerWrapper) TraceConnectStart(ctx context.Context, data pgx.TraceConnectStartData) context.Context {
+	if orphan(ctx) {
+		return ctx
+	}
 	return w.t.TraceConnectStart(ctx, data)
 }
 
@@ -100,6 +117,9 @@ func (w *PgxTracerWrapper) TraceConnectEnd(ctx context.Context, data pgx.TraceCo
 
 // TraceAcquireStart implements pgxpool.AcquireTracer.
 func (w *PgxTracerWrapper) TraceAcquireStart(ctx context.Context, pool *pgxpool.Pool, data pgxpool.TraceAcquireStartData) context.Context {
+	if orphan(ctx) {
+		return ctx
+	}
 	return w.t.TraceAcquireStart(ctx, pool, data)
 }
 
@@ -108,6 +128,11 @@ func (w *PgxTracerWrapper) TraceAcquireEnd(ctx context.Context, pool *pgxpool.Po
 	data.Err = safeErr(data.Err)
 	w.t.TraceAcquireEnd(ctx, pool, data)
 }
+
+// orphan reports whether ctx is outside any trace: the statements of
+// background work (result flushes, leases, start-up checks) and the pool's
+// own connects make no span, rather than a root trace of one SQL span each.
+func orphan(ctx context.Context) bool { return !trace.SpanContextFromContext(ctx).IsValid() }
 
 // InstrumentPool sets the tracer on a pool config before pgxpool.NewWithConfig.
 func InstrumentPool(cfg *pgxpool.Config, w *PgxTracerWrapper) {

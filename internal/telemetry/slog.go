@@ -15,8 +15,16 @@ func LogHandler(h slog.Handler) slog.Handler { return traceHandler{h} }
 type traceHandler struct{ slog.Handler }
 
 func (t traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if ctx == nil {
+		return t.Handler.Handle(ctx, r)
+	}
+	sc, ok := trace.SpanContext{}, false
 	if sp := trace.SpanFromContext(ctx); sp.IsRecording() {
-		sc := sp.SpanContext()
+		sc, ok = sp.SpanContext(), true
+	} else {
+		sc, ok = slotted(ctx)
+	}
+	if ok {
 		r = r.Clone()
 		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 	}

@@ -64,6 +64,14 @@ func Enabled(lookup func(string) (string, bool)) bool {
 	return exporter != "" || get("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
 }
 
+// On reports whether tp can record anything: false for nil and for the
+// no-op provider Setup returns with tracing off, so that the assembly wires
+// no instrumentation at all then.
+func On(tp trace.TracerProvider) bool {
+	_, off := tp.(noop.TracerProvider)
+	return tp != nil && !off
+}
+
 // Setup returns the tracer provider the OTEL_* variables describe and the
 // function that flushes and stops it (call it on shutdown, with a fresh
 // deadline). When tracing is off it returns a no-op provider: no exporter

@@ -398,3 +398,110 @@ func TestPgxTracerRecordsNoArguments(t *testing.T) {
 		t.Errorf("the statement text is missing:\n%s", all)
 	}
 }
+
+// Under LogSlot, a line logged with the request's context after the
+// Connect handler returned (the request logger's) carries the trace_id of
+// the interceptor's span, which has ended by then; without a sampled span
+// it carries none.
+func TestLogSlotJoinsTheRequestLine(t *testing.T) {
+	tp, exp := memProvider(t)
+	ic, err := ConnectInterceptor(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := slog.New(LogHandler(slog.NewJSONHandler(&buf, nil)))
+	path, h := brokerv1connect.NewTokenServiceHandler(tokenService{}, connect.WithInterceptors(ic))
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	srv := httptest.NewServer(LogSlot(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r)
+		log.InfoContext(r.Context(), "request") // as the request logger, after the handler
+	})))
+	defer srv.Close()
+	c := client.New(srv.URL, "bearer", client.WithIrisAppID("@org/app"))
+	if _, err := c.Token(context.Background(), "account"); err != nil {
+		t.Fatal(err)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	if line["trace_id"] != spans[0].SpanContext.TraceID().String() || line["span_id"] != spans[0].SpanContext.SpanID().String() {
+		t.Errorf("request line %v, want the Connect span's ids %v", line, spans[0].SpanContext)
+	}
+
+	// The same with a provider that samples nothing: no trace_id.
+	off := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+	icOff, err := ConnectInterceptor(off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	_, hOff := brokerv1connect.NewTokenServiceHandler(tokenService{}, connect.WithInterceptors(icOff))
+	mux = http.NewServeMux()
+	mux.Handle(path, hOff)
+	if _, err := c.Token(context.Background(), "account"); err == nil {
+		t.Fatal("the handler ran outside a recording span and still answered") // tokenService refuses that
+	}
+	if strings.Contains(buf.String(), "trace_id") {
+		t.Errorf("unsampled call logged a trace_id: %s", buf.String())
+	}
+}
+
+// A statement outside any trace (background work) makes no span; inside
+// one, it does.
+func TestPgxTracerSkipsOrphans(t *testing.T) {
+	tp, exp := memProvider(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg, err := pgxpool.ParseConfig(testdb.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	InstrumentPool(cfg, PgxTracer(tp))
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(exp.GetSpans()); n != 0 {
+		t.Errorf("a statement outside any trace made %d spans: %v", n, exp.GetSpans())
+	}
+	tctx, parent := tp.Tracer("t").Start(ctx, "request")
+	if _, err := pool.Exec(tctx, "SELECT 2"); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+	var sql int
+	for _, s := range exp.GetSpans() {
+		if s.Parent.SpanID() == parent.SpanContext().SpanID() && s.Name == "SELECT" {
+			sql++
+		}
+	}
+	if sql != 1 {
+		t.Errorf("%d SELECT spans under the request, want 1: %v", sql, exp.GetSpans())
+	}
+}
+
+func TestOn(t *testing.T) {
+	off, _, err := Setup(context.Background(), lookupFrom(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on, shutdown, err := Setup(context.Background(), lookupFrom(map[string]string{"OTEL_TRACES_EXPORTER": "console"}), WithConsoleWriter(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background())
+	if On(nil) || On(off) || !On(on) {
+		t.Errorf("On(nil) %v, On(off) %v, On(console) %v; want false, false, true", On(nil), On(off), On(on))
+	}
+}

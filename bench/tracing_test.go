@@ -1,0 +1,48 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTracingPhase runs the tracing phase alone, scaled down, and checks
+// its figure is there and the traced broker exported spans. With
+// IRISX_BENCH_FULL=1 it runs at full scale and logs the table.
+func TestTracingPhase(t *testing.T) {
+	full := os.Getenv("IRISX_BENCH_FULL") == "1"
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	var progress bytes.Buffer
+	r, err := Run(ctx, Options{
+		DBName: "irisx_bench_tracing_" + hex.EncodeToString(suffix), Quick: !full, Phases: []string{"tracing"},
+		Command: "go test -run TestTracingPhase ./bench/", Progress: &progress,
+	})
+	if err != nil {
+		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
+	}
+	if len(r.Figures) != 1 || r.Figures[0].Area != "Tracing" || r.Figures[0].Value == "" || r.Figures[0].Ratio == "" {
+		t.Fatalf("figures %+v", r.Figures)
+	}
+	exports := -1
+	for _, d := range r.Details {
+		t.Logf("%s: %s", d.Phase, d.Line)
+		if strings.HasPrefix(d.Line, "the OTLP sink received") {
+			_, _ = fmt.Sscanf(d.Line, "the OTLP sink received %d", &exports)
+		}
+	}
+	if exports <= 0 {
+		t.Errorf("the traced broker exported %d times, want at least once", exports)
+	}
+	var table bytes.Buffer
+	r.WriteTable(&table)
+	t.Logf("\n%s", table.String())
+}
