@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -501,5 +502,35 @@ func TestPgBouncerThreeSimultaneousStarts(t *testing.T) {
 				t.Errorf("schema_migrations has %d rows (%v), want 1", rows, err)
 			}
 		})
+	}
+}
+
+// DATABASE_URL through the pooler without DATABASE_DIRECT_URL: the service
+// takes DATABASE_URL for direct, sends statement_timeout and PgBouncer
+// refuses it. The start fails (LISTEN through the pooler would be deaf, as
+// the control above shows), with a message that says what to set, and
+// without the URL's password.
+func TestPgBouncerWithoutDirectURLSaysWhatToSet(t *testing.T) {
+	f := newFleet(t)
+	b := testdb.StartPgBouncer(t)
+	u, err := url.Parse(b.URL(f.dbURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const password = "pw-that-must-not-leak"
+	u.User = url.UserPassword(u.User.Username(), password)
+	svc, err := newService(f, func(c *config.Config) { c.DatabaseURL = crypto.Secret(u.String()) }, service.Deps{Migrate: true})
+	if err == nil {
+		svc.Close()
+		t.Fatal("the service started with only DATABASE_URL through a transaction pooler")
+	}
+	msg := err.Error()
+	for _, want := range []string{"unsupported startup parameter: statement_timeout", "set DATABASE_DIRECT_URL", "statement_timeout on the broker's role"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("start error %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, password) || strings.Contains(f.logs.String(), password) {
+		t.Error("the database password reached the error or the logs")
 	}
 }
