@@ -534,3 +534,33 @@ func TestPgBouncerWithoutDirectURLSaysWhatToSet(t *testing.T) {
 		t.Error("the database password reached the error or the logs")
 	}
 }
+
+// Through the pooler the service sends no statement_timeout; the one set
+// on the server side (docs/DEPLOY.md: ALTER ROLE broker SET
+// statement_timeout) reaches every pooled transaction. The test bouncer
+// logs in as one server user for every client, so the database's setting
+// stands in for the role's: both apply when a server session starts.
+// Directly, the service's own StatementTimeout applies.
+func TestPgBouncerStatementTimeoutFromTheServer(t *testing.T) {
+	f := newFleet(t)
+	admin := connect(t, f.dbURL)
+	if _, err := admin.Exec(context.Background(), `ALTER DATABASE `+pgx.Identifier{admin.Config().Database}.Sanitize()+` SET statement_timeout = '7s'`); err != nil {
+		t.Fatal(err)
+	}
+	b := testdb.StartPgBouncer(t)
+	pooled, direct := f.start(f.pooled(b)), f.start(nil)
+	show := func(in *instance) string {
+		t.Helper()
+		var v string
+		if err := in.Pool.QueryRow(context.Background(), `SHOW statement_timeout`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got := show(pooled); got != "7s" {
+		t.Errorf("through PgBouncer statement_timeout = %s, want the server's 7s", got)
+	}
+	if got, want := show(direct), fmt.Sprintf("%ds", int(service.StatementTimeout.Seconds())); got != want {
+		t.Errorf("direct statement_timeout = %s, want the service's %s", got, want)
+	}
+}
