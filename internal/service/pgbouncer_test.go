@@ -564,3 +564,37 @@ func TestPgBouncerStatementTimeoutFromTheServer(t *testing.T) {
 		t.Errorf("direct statement_timeout = %s, want the service's %s", got, want)
 	}
 }
+
+// DATABASE_DIRECT_URL may carry the pool settings DATABASE_URL has (an
+// operator copying one URL to the other): the migrations understood them,
+// but LISTEN sent pool_max_conns to Postgres as a session parameter,
+// Postgres refused every connect ("unrecognized configuration parameter"),
+// and the instance never became ready. It now starts, migrates and hears
+// another instance's changes.
+func TestPgBouncerDirectURLWithPoolSettings(t *testing.T) {
+	f := newFleet(t)
+	b := testdb.StartPgBouncer(t)
+	withPoolSettings := func(c *config.Config) {
+		f.pooled(b)(c)
+		c.DatabaseDirectURL = crypto.Secret(f.dbURL + "&pool_max_conns=8&pool_min_conns=0")
+	}
+	a := f.start(f.pooled(b))
+	in := runInstance(t, f, withPoolSettings, service.Deps{Migrate: true})
+	if !in.Store.ListenerConfirmed() {
+		t.Fatal("the listener is not confirmed")
+	}
+	ctx := context.Background()
+	account := uuid.NewString()
+	req := token.Request{IrisAppID: testApp, AccountID: account}
+	f.install(a, account)
+	if _, err := in.Installs.Token(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Store.ApplyInstallEvent(ctx, store.InstallEvent{Type: store.TypeUninstalled, IrisAppID: testApp, AccountID: account}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the instance to refuse the install uninstalled through the other", func() bool {
+		_, err := in.Installs.Token(ctx, req)
+		return errors.Is(err, token.ErrUninstalled)
+	})
+}
