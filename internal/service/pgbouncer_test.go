@@ -598,3 +598,35 @@ func TestPgBouncerDirectURLWithPoolSettings(t *testing.T) {
 		return errors.Is(err, token.ErrUninstalled)
 	})
 }
+
+// The shared-token writes behind "one mint fleet-wide" through the bouncer:
+// three instances, 300 cold callers each for an install and an API key,
+// one upstream call per kind.
+func TestPgBouncerFleetMintsOnce(t *testing.T) {
+	f := newFleet(t)
+	b := testdb.StartPgBouncer(t)
+	ins := []*instance{f.start(f.pooled(b)), f.start(f.pooled(b)), f.start(f.pooled(b))}
+	ctx := context.Background()
+	const n = 300
+	account := uuid.NewString()
+	f.install(ins[0], account)
+	one(t, "install through PgBouncer", stampede(n, ins, func(in *instance) (string, error) {
+		tok, err := in.Installs.Token(ctx, token.Request{IrisAppID: testApp, AccountID: account})
+		return tok.AccessToken.Reveal(), err
+	}), n)
+	keyID, keySecret := trackunitsim.NewClientCredentials()
+	f.sim.AddAPIKey(keyID, keySecret, []string{"asset.view"})
+	if _, err := ins[0].Store.CreateAPIKey(ctx, store.NewAPIKey{Name: "reports", ClientID: crypto.Secret(keyID),
+		ClientSecret: keySecret, Scopes: []string{"asset.view"}}); err != nil {
+		t.Fatal(err)
+	}
+	one(t, "API key through PgBouncer", stampede(n, ins, func(in *instance) (string, error) {
+		tok, err := in.APIKeys.Token(ctx, "reports", nil, 0)
+		return tok.AccessToken.Reveal(), err
+	}), n)
+	for _, ep := range []string{trackunitsim.EndpointAppToken, trackunitsim.EndpointTokenV2} {
+		if got := f.sim.Calls(ep); got != 1 {
+			t.Errorf("%d %s calls for %d callers on 3 instances through PgBouncer, want 1", got, ep, n)
+		}
+	}
+}
