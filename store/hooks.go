@@ -2,8 +2,6 @@ package store
 
 import (
 	"sync/atomic"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // OnInstallChanged registers fn to be called, synchronously and after the
@@ -24,14 +22,19 @@ func (s *Store) changed(key InstallKey) {
 // WithListenURL makes Listen use its own connection string (an unpooled,
 // direct connection: DATABASE_DIRECT_URL) instead of the pool's. An
 // unparsable URL is ignored here and reported by Listen.
+//
+// The URL is parsed as the migrations parse the same URL (PoolConfig), so
+// pool settings in it (pool_max_conns=…) are understood, not sent to
+// Postgres as session parameters, which it refuses ("unrecognized
+// configuration parameter"), leaving the replica deaf and never ready.
 func WithListenURL(databaseURL string) Option {
 	return func(s *Store) {
-		cfg, err := pgx.ParseConfig(databaseURL)
+		cfg, err := PoolConfig(databaseURL)
 		if err != nil {
 			s.listenConfigErr = true
 			return
 		}
-		s.listenConfig = cfg
+		s.listenConfig = cfg.ConnConfig
 	}
 }
 

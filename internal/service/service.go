@@ -191,8 +191,8 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 		opts = append(opts, store.WithListenURL(directURL.Reveal()))
 	}
 	s.Store = store.New(s.Pool, cfg.Keyring, opts...)
-	if err := checkKeyIDs(ctx, s.Store, cfg); err != nil {
-		return nil, err
+	if err := checkKeyIDs(ctx, s.Store, cfg); err != nil { // the pool's first connection
+		return nil, poolerHint(err, directURL == cfg.DatabaseURL)
 	}
 
 	if cfg.EventRetention == 0 { // hand-built configs (bench, drills): the contract's default
