@@ -96,11 +96,11 @@ var errorTable = []errorRow{
 	{is(store.ErrDatabase), answerUnavailable.with("the database is unavailable; retry later")},
 	{is(token.ErrUnavailable), answerUnavailable.with("Trackunit's token endpoint is unavailable; retry later")},
 
-	{is(derrors.NotFound), answerNotFound},
-	{is(derrors.Invalid), answerInvalid},
-	{is(derrors.Rejected), answerRejected},
-	{is(derrors.Unavailable), answerUnavailable},
-	{is(derrors.Internal), answerInternal},
+	{is(derrors.ErrNotFound), answerNotFound},
+	{is(derrors.ErrInvalid), answerInvalid},
+	{is(derrors.ErrRejected), answerRejected},
+	{is(derrors.ErrUnavailable), answerUnavailable},
+	{is(derrors.ErrInternal), answerInternal},
 }
 
 // publicError is an error raised by our own validation (or an explicit
@@ -145,7 +145,7 @@ func newError(status int, code, message string, cause error) *publicError {
 
 // invalidArgument is a validation failure whose message names the field.
 func invalidArgument(msg string) error {
-	return &publicError{answer: answerInvalid.with(msg), cause: derrors.Invalid}
+	return &publicError{answer: answerInvalid.with(msg), cause: derrors.ErrInvalid}
 }
 
 // classify is the table lookup: how err is answered. An error no row

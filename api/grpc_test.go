@@ -1,3 +1,4 @@
+//lint:file-ignore SA1019 reflection v1alpha is deprecated, but older grpcurl releases still ask for it, so the test must speak it
 package api_test
 
 import (

@@ -17,12 +17,19 @@ import (
 // is called once LISTEN is in effect, connected(false) when the connection
 // is lost; it reconnects with jittered backoff until ctx ends, when it
 // returns nil. Callbacks run on its goroutine and must be quick.
+// EventsListenApplicationName is the application_name of
+// ListenEventWrites's connection.
+const EventsListenApplicationName = "irisx-broker-events"
+
 func ListenEventWrites(ctx context.Context, directURL string, logger *slog.Logger, onWrite func(), connected func(bool)) error {
-	cfg, err := pgx.ParseConfig(directURL)
+	// Read as the pool reads it, so pool_* settings in the URL are not sent
+	// to Postgres as session parameters (which it refuses).
+	pc, err := PoolConfig(directURL)
 	if err != nil {
 		return errors.New("store: listen events: database URL cannot be parsed")
 	}
-	cfg.RuntimeParams["application_name"] = "irisx-broker-events"
+	cfg := pc.ConnConfig
+	cfg.RuntimeParams["application_name"] = EventsListenApplicationName
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
 	}

@@ -24,7 +24,7 @@ func (s *Store) RateLimitHold(ctx context.Context, irisAppID, accountID string) 
 		return time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: store: reading rate-limit hold: %w", derrors.Unavailable, err)
+		return time.Time{}, fmt.Errorf("%w: store: reading rate-limit hold: %w", derrors.ErrUnavailable, err)
 	}
 	return resetAt, nil
 }
@@ -42,7 +42,7 @@ SET reset_at = GREATEST(proxy_rate_limits.reset_at, EXCLUDED.reset_at),
     updated_at = EXCLUDED.updated_at`,
 		irisAppID, accountID, pgTime(resetAt), pgTime(now))
 	if err != nil {
-		return fmt.Errorf("%w: store: recording rate-limit hold: %w", derrors.Unavailable, err)
+		return fmt.Errorf("%w: store: recording rate-limit hold: %w", derrors.ErrUnavailable, err)
 	}
 	return nil
 }

@@ -14,18 +14,18 @@ import (
 // Sentinel errors callers classify with errors.Is.
 var (
 	// ErrNotFound means the row asked for does not exist.
-	ErrNotFound = fmt.Errorf("store: %w", derrors.NotFound)
+	ErrNotFound = fmt.Errorf("store: %w", derrors.ErrNotFound)
 	// ErrUndecryptable means a stored ciphertext failed to open: tampered,
 	// moved to another row or column, or sealed under a key not in the
 	// keyring. It is never turned into wrong credentials.
-	ErrUndecryptable = fmt.Errorf("%w: store: stored secret cannot be decrypted", derrors.Internal)
+	ErrUndecryptable = fmt.Errorf("%w: store: stored secret cannot be decrypted", derrors.ErrInternal)
 	// ErrInvalid means an argument can never be stored: an account id that
 	// is not a UUID, an empty or over-long app id, an INSTALLED without
 	// credentials, an unknown status filter.
-	ErrInvalid = fmt.Errorf("store: %w", derrors.Invalid)
+	ErrInvalid = fmt.Errorf("store: %w", derrors.ErrInvalid)
 	// ErrDatabase is wrapped by every failure of the database itself
 	// (unreachable, timed out, refused a statement).
-	ErrDatabase = fmt.Errorf("%w: the database failed", derrors.Unavailable)
+	ErrDatabase = fmt.Errorf("%w: the database failed", derrors.ErrUnavailable)
 )
 
 // IsDatabaseFailure reports whether err is a failure of the database

@@ -17,7 +17,7 @@ import (
 // ErrInvalidScope.
 var (
 	// ErrAPIKeyNotFound means no API key is registered under the name.
-	ErrAPIKeyNotFound = fmt.Errorf("token: API key %w", derrors.NotFound)
+	ErrAPIKeyNotFound = fmt.Errorf("token: API key %w", derrors.ErrNotFound)
 	// ErrAPIKeyRejected means Trackunit rejected the key's credentials; no
 	// upstream call is made until they are replaced. It wraps
 	// ErrCredentialsRejected.

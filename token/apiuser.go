@@ -20,7 +20,7 @@ import (
 // Sentinel errors of APIUsers, besides ErrUnavailable and ErrInvalidScope.
 var (
 	// ErrAPIUserNotFound means no API user is registered under the name.
-	ErrAPIUserNotFound = fmt.Errorf("token: API user %w", derrors.NotFound)
+	ErrAPIUserNotFound = fmt.Errorf("token: API user %w", derrors.ErrNotFound)
 	// ErrAPIUserRejected means Trackunit refused the API user's password
 	// grant; no upstream call is made until the credentials are replaced.
 	// It wraps ErrCredentialsRejected.

@@ -126,7 +126,7 @@ func (b *Broker) fetch(ctx context.Context, f fetchReq) (Token, error) {
 // scope set is no longer granted.
 func (b *Broker) dropOnDefiniteError(f fetchReq, err error) {
 	switch {
-	case errors.Is(err, derrors.NotFound), errors.Is(err, derrors.Rejected):
+	case errors.Is(err, derrors.ErrNotFound), errors.Is(err, derrors.ErrRejected):
 		b.cache.dropInstall(f.install)
 	case errors.Is(err, ErrInvalidScope):
 		b.cache.drop(f.key)

@@ -40,13 +40,13 @@ func outcome(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.Is(err, derrors.NotFound):
+	case errors.Is(err, derrors.ErrNotFound):
 		return "not_found"
-	case errors.Is(err, derrors.Invalid):
+	case errors.Is(err, derrors.ErrInvalid):
 		return "invalid"
-	case errors.Is(err, derrors.Rejected):
+	case errors.Is(err, derrors.ErrRejected):
 		return "rejected"
-	case errors.Is(err, derrors.Unavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, derrors.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return "unavailable"
 	}
 	return "internal"

@@ -66,7 +66,8 @@ func serverSessions(t *testing.T, admin *pgx.Conn) int {
 	var n int
 	if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 		WHERE datname = current_database() AND backend_type = 'client backend'
-		AND application_name <> $1 AND pid <> pg_backend_pid()`, store.ListenApplicationName).Scan(&n); err != nil {
+		AND application_name NOT IN ($1, $2) AND pid <> pg_backend_pid()`,
+		store.ListenApplicationName, store.EventsListenApplicationName).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

@@ -257,7 +257,7 @@ func TestAPIKeyScopesAndRevocation(t *testing.T) {
 		ClientSecret: keySecret, Scopes: []string{"asset.view"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := in.APIKeys.Token(ctx, "k", []string{"account.view"}, 0); !errors.Is(err, derrors.Invalid) {
+	if _, err := in.APIKeys.Token(ctx, "k", []string{"account.view"}, 0); !errors.Is(err, derrors.ErrInvalid) {
 		t.Errorf("scope outside the key's: %v, want invalid", err)
 	}
 	if got := f.sim.Calls(trackunitsim.EndpointTokenV2); got != 0 {
@@ -278,7 +278,7 @@ func TestAPIKeyScopesAndRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.APIKeys.Invalidate("k")
-	if _, err := in.APIKeys.Token(ctx, "k", nil, 0); !errors.Is(err, token.ErrAPIKeyRejected) || !errors.Is(err, derrors.Rejected) {
+	if _, err := in.APIKeys.Token(ctx, "k", nil, 0); !errors.Is(err, token.ErrAPIKeyRejected) || !errors.Is(err, derrors.ErrRejected) {
 		t.Fatalf("revoked key: %v, want rejected", err)
 	}
 	calls := f.sim.Calls(trackunitsim.EndpointTokenV2)

@@ -149,7 +149,7 @@ func everything(spans tracetest.SpanStubs) string {
 	var b strings.Builder
 	kvs := func(as []attribute.KeyValue) {
 		for _, a := range as {
-			b.WriteString(string(a.Key) + "=" + a.Value.Emit() + "\n")
+			b.WriteString(string(a.Key) + "=" + a.Value.String() + "\n")
 		}
 	}
 	for _, s := range spans {
@@ -172,7 +172,7 @@ func everything(spans tracetest.SpanStubs) string {
 func attr(s tracetest.SpanStub, key string) string {
 	for _, a := range s.Attributes {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""
