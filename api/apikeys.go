@@ -35,6 +35,14 @@ type apiKeyService struct {
 
 var _ brokerv1connect.ApiKeyServiceHandler = (*apiKeyService)(nil)
 
+// invalidator is the broker, or nil (not a nil-valued interface) without one.
+func (s *apiKeyService) invalidator() invalidator {
+	if s.broker == nil {
+		return nil
+	}
+	return s.broker
+}
+
 // CreateApiKey registers an API key, replacing the credentials and scopes of
 // an existing one with the same name and ending its cached tokens. The
 // answer never carries a secret.
@@ -45,15 +53,11 @@ func (s *apiKeyService) CreateApiKey(ctx context.Context, req *connect.Request[b
 	m := req.Msg
 	k := store.NewAPIKey{Name: m.GetName(), ClientID: crypto.Secret(m.GetClientId()),
 		ClientSecret: crypto.Secret(m.GetClientSecret()), Scopes: m.GetScopes()}
-	if err := k.Validate(); err != nil {
-		return nil, validationError(err)
-	}
-	got, err := s.store.CreateAPIKey(ctx, k)
+	got, err := createCredential(ctx, k.Validate,
+		func(ctx context.Context) (store.APIKey, error) { return s.store.CreateAPIKey(ctx, k) },
+		func(k store.APIKey) string { return k.Name }, s.invalidator())
 	if err != nil {
-		return nil, validationError(err)
-	}
-	if s.broker != nil {
-		s.broker.Invalidate(got.Name)
+		return nil, err
 	}
 	return connect.NewResponse(&brokerv1.CreateApiKeyResponse{ApiKey: apiKeyMessage(got)}), nil
 }
@@ -79,15 +83,8 @@ func (s *apiKeyService) DeleteApiKey(ctx context.Context, req *connect.Request[b
 	if s.store == nil {
 		return nil, connect.NewError(connect.CodeUnimplemented, errNotImplemented)
 	}
-	name := req.Msg.GetName()
-	if name == "" {
-		return nil, invalidArgument("name is required")
-	}
-	if err := s.store.DeleteAPIKey(ctx, name); err != nil {
+	if err := deleteCredential(ctx, req.Msg.GetName(), s.store.DeleteAPIKey, s.invalidator()); err != nil {
 		return nil, err
-	}
-	if s.broker != nil {
-		s.broker.Invalidate(name)
 	}
 	return connect.NewResponse(&brokerv1.DeleteApiKeyResponse{}), nil
 }

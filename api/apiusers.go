@@ -35,6 +35,14 @@ type apiUserService struct {
 	broker APIUserBroker   // optional: told about replaced and deleted users
 }
 
+// invalidator is the broker, or nil (not a nil-valued interface) without one.
+func (s *apiUserService) invalidator() invalidator {
+	if s.broker == nil {
+		return nil
+	}
+	return s.broker
+}
+
 var _ brokerv1connect.ApiUserServiceHandler = (*apiUserService)(nil)
 
 // CreateApiUser registers an API user, replacing the registration of an
@@ -53,15 +61,11 @@ func (s *apiUserService) CreateApiUser(ctx context.Context, req *connect.Request
 		ClientSecret: crypto.Secret(m.GetClientSecret()),
 		Scopes:       m.GetScopes(),
 	}
-	if err := u.Validate(); err != nil {
-		return nil, validationError(err)
-	}
-	got, err := s.store.CreateAPIUser(ctx, u)
+	got, err := createCredential(ctx, u.Validate,
+		func(ctx context.Context) (store.APIUser, error) { return s.store.CreateAPIUser(ctx, u) },
+		func(u store.APIUser) string { return u.Name }, s.invalidator())
 	if err != nil {
-		return nil, validationError(err)
-	}
-	if s.broker != nil {
-		s.broker.Invalidate(got.Name)
+		return nil, err
 	}
 	return connect.NewResponse(&brokerv1.CreateApiUserResponse{ApiUser: apiUserMessage(got)}), nil
 }
@@ -87,15 +91,8 @@ func (s *apiUserService) DeleteApiUser(ctx context.Context, req *connect.Request
 	if s.store == nil {
 		return nil, connect.NewError(connect.CodeUnimplemented, errNotImplemented)
 	}
-	name := req.Msg.GetName()
-	if name == "" {
-		return nil, invalidArgument("name is required")
-	}
-	if err := s.store.DeleteAPIUser(ctx, name); err != nil {
+	if err := deleteCredential(ctx, req.Msg.GetName(), s.store.DeleteAPIUser, s.invalidator()); err != nil {
 		return nil, err
-	}
-	if s.broker != nil {
-		s.broker.Invalidate(name)
 	}
 	return connect.NewResponse(&brokerv1.DeleteApiUserResponse{}), nil
 }
