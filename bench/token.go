@@ -201,6 +201,8 @@ func (r *runner) ownProcessBaseline(ctx context.Context, cfg loadgen.Config, ans
 	return res, err
 }
 
-func perSecond(res interface{ Throughput() float64 }) string { return fmt.Sprintf("%.0f/s", res.Throughput()) }
+func perSecond(res interface{ Throughput() float64 }) string {
+	return fmt.Sprintf("%.0f/s", res.Throughput())
+}
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
