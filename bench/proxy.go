@@ -136,7 +136,7 @@ func (r *runner) proxyPhase(ctx context.Context) (err error) {
 		Value: perSecond(svc), Baseline: perSecond(base) + " (bare ReverseProxy, own process)",
 		Ratio: fmt.Sprintf("%.2f", svc.Throughput()/base.Throughput())})
 	r.report.add(Figure{Area: area, Name: "proxied GET, added server CPU vs httputil.ReverseProxy",
-		Value: fmt.Sprintf("%s (+%s)", us(svcCPU), us(svcCPU-baseCPU)), Baseline: us(baseCPU) + " (bare ReverseProxy, own process)",
+		Value: fmt.Sprintf("%s (%+.1f µs)", us(svcCPU), float64(svcCPU-baseCPU)/1e3), Baseline: us(baseCPU) + " (bare ReverseProxy, own process)",
 		Ratio: fmt.Sprintf("%.2f", cpuRatio), Target: fmt.Sprintf("≤ %.1f", proxyCPUTarget),
 		Pass: pass(cpuRatio <= proxyCPUTarget && svc.Errors == 0)})
 	r.report.add(Figure{Area: area, Name: "p50 latency added over the bare proxy",
