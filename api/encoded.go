@@ -83,10 +83,20 @@ func (c *encodedTokens) encoded(msg any, json bool) ([]byte, bool) {
 	return e.proto, true
 }
 
+// tokenCompressMinBytes: the token service's answers (a token, well under
+// this size) go uncompressed even to a client that accepts gzip, as Connect
+// and gRPC allow. Connect's gRPC client accepts gzip by default, and
+// resetting and running a gzip writer for every small answer was about half
+// of the handler's CPU per gRPC call (BenchmarkGetTokenGRPC's profile:
+// compressionPool.Compress, mostly flate's compressor reset).
+const tokenCompressMinBytes = 4 << 10
+
 // tokenCodecs are Connect's own protobuf and JSON codecs (same options,
-// same errors) that answer a kept GetTokenResponse with its kept bytes.
+// same errors) that answer a kept GetTokenResponse with its kept bytes, and
+// the compression threshold above.
 func tokenCodecs(c *encodedTokens) []connect.HandlerOption {
 	return []connect.HandlerOption{
+		connect.WithCompressMinBytes(tokenCompressMinBytes),
 		connect.WithCodec(&cachingCodec{name: "proto", cache: c}),
 		connect.WithCodec(&cachingCodec{name: "json", json: true, cache: c}),
 		connect.WithCodec(&cachingCodec{name: "json; charset=utf-8", json: true, cache: c}),
