@@ -28,7 +28,8 @@ func requestLogger(logger *slog.Logger, obs HTTPObserver) echo.MiddlewareFunc {
 			if !validRequestID(id) {
 				id = newRequestID()
 			}
-			c.Response().Header().Set(echo.HeaderXRequestID, id)
+			// echo.HeaderXRequestID is in canonical form already.
+			c.Response().Header()[echo.HeaderXRequestID] = []string{id}
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
@@ -41,14 +42,22 @@ func requestLogger(logger *slog.Logger, obs HTTPObserver) echo.MiddlewareFunc {
 			if obs != nil {
 				obs.HTTPRequest(route, c.Request().Method, status, d)
 			}
-			logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "request",
-				slog.String("request_id", id),
-				slog.String("method", c.Request().Method),
-				slog.String("route", route),
-				slog.Int("status", status),
-				slog.Duration("latency", d),
-				slog.String("remote_addr", remoteHost(c.Request().RemoteAddr)),
-			)
+			// The record goes to the handler directly: Logger.LogAttrs
+			// would also walk the stack for the caller's PC, which only a
+			// handler with AddSource (serve has none) prints.
+			ctx := c.Request().Context()
+			if h := logger.Handler(); h.Enabled(ctx, slog.LevelInfo) {
+				r := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+				r.AddAttrs(
+					slog.String("request_id", id),
+					slog.String("method", c.Request().Method),
+					slog.String("route", route),
+					slog.Int("status", status),
+					slog.Duration("latency", d),
+					slog.String("remote_addr", remoteHost(c.Request().RemoteAddr)),
+				)
+				_ = h.Handle(ctx, r)
+			}
 			return nil
 		}
 	}

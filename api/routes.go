@@ -143,8 +143,10 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	}
 	opts := append(connectLimits(), errs)
 
+	encoded := newEncodedTokens() // api/encoded.go
 	mount(internalTokens)(brokerv1connect.NewTokenServiceHandler(
-		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker, apiKeys: d.APIKeyBroker}, opts...))
+		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker, apiKeys: d.APIKeyBroker, encoded: encoded},
+		append(tokenCodecs(encoded), opts...)...))
 	mount(adminTokens)(brokerv1connect.NewInstallServiceHandler(
 		&installService{store: d.Store}, opts...))
 	mount(adminTokens)(brokerv1connect.NewApiUserServiceHandler(

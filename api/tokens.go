@@ -27,6 +27,8 @@ type tokenService struct {
 	allowedApps []string
 	apiUsers    APIUserBroker // nil: GetApiUserToken is unimplemented
 	apiKeys     APIKeyBroker  // nil: GetApiKeyToken is unimplemented
+	// encoded keeps GetToken's answers encoded (nil: encode every time).
+	encoded *encodedTokens
 }
 
 var _ brokerv1connect.TokenServiceHandler = (*tokenService)(nil)
@@ -55,6 +57,9 @@ func (s *tokenService) GetToken(ctx context.Context, req *connect.Request[broker
 	})
 	if err != nil {
 		return nil, err
+	}
+	if s.encoded != nil {
+		return connect.NewResponse(s.encoded.response(t)), nil
 	}
 	return connect.NewResponse(tokenResponse(t)), nil
 }

@@ -54,6 +54,8 @@ func TestQuickRun(t *testing.T) {
 		// grant, and no spent refresh token presented again.
 		"200 concurrent GetApiUserToken needing a refresh, 3 instances, one database": "1 refresh_token + 0 password grant(s) at /token, 0 spent refresh token(s) reused",
 		"200 concurrent GetApiUserToken: answers":                                     "200 OK, 0 failed, 1 distinct token(s)",
+		// The token core shares the minted token fleet-wide.
+		"upstream mints, 200 cold callers over 3 instances": "1 mint(s) for 1 install",
 	} {
 		f, ok := byName[name]
 		if !ok {
@@ -62,6 +64,21 @@ func TestQuickRun(t *testing.T) {
 		}
 		if f.Pass == nil || !*f.Pass || (want != "" && f.Value != want) {
 			t.Errorf("%s: %s (%s)", name, f.Value, f.Verdict())
+		}
+	}
+	// The CPU-per-request rows are there and measured something.
+	for _, name := range []string{
+		"server CPU per cached GetToken, Connect-JSON vs bare Echo",
+		"server CPU per cached GetToken, gRPC vs Connect-JSON",
+		"proxied GET, added server CPU vs httputil.ReverseProxy",
+	} {
+		f, ok := byName[name]
+		if !ok {
+			t.Errorf("no figure %q", name)
+			continue
+		}
+		if strings.HasPrefix(f.Value, "0.0 µs") || strings.HasPrefix(f.Baseline, "0.0 µs") || f.Ratio == "" || f.Ratio == "n/a" {
+			t.Errorf("%s: value %q, baseline %q, ratio %q: no CPU measured", name, f.Value, f.Baseline, f.Ratio)
 		}
 	}
 	if len(r.Profiles) != 2 {

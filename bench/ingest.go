@@ -121,13 +121,13 @@ func (r *runner) ingestPhase(ctx context.Context) error {
 			return batch[i].PostInstalled(ctx, client, s.PublicURL)
 		}, nil
 	}
-	svc, err := r.runProfiled(ctx, area+" (signed callbacks)", r.primary, cfg, mkOp, func(res loadgen.Result) bool {
+	svc, err := r.runProfiled(ctx, area+" (signed callbacks)", r.primary, cfg, mkOp, func(res cpuResult) bool {
 		return res.Throughput() >= ingestRateTarget && res.Throughput() >= ingestRatioTarget*base.Throughput()
 	})
 	if err != nil {
 		return err
 	}
-	r.report.result(area, "broker, signed callbacks (verify, seal, commit)", svc)
+	r.report.resultCPU(area, "broker, signed callbacks (verify, seal, commit)", svc, "server", "bench process (client)")
 	if svc.Errors > 0 {
 		return fmt.Errorf("callbacks failed under load: %v", svc.FirstError)
 	}
@@ -146,6 +146,8 @@ func (r *runner) ingestPhase(ctx context.Context) error {
 	r.report.add(Figure{Area: area, Name: fmt.Sprintf("callback latency p50 / p99, %d conns", conns),
 		Value:    fmt.Sprintf("%s / %s", ms(svc.Quantile(50)), ms(svc.Quantile(99))),
 		Baseline: fmt.Sprintf("%s / %s", ms(base.Quantile(50)), ms(base.Quantile(99)))})
+	r.report.add(Figure{Area: area, Name: "server CPU per install (the broker process; Postgres not included)",
+		Value: us(svc.perRequest(0))})
 	return nil
 }
 

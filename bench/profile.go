@@ -42,19 +42,21 @@ type service struct {
 // for the child and again for the profiled in-process run.
 type opMaker func(service) (loadgen.Op, error)
 
-// runProfiled runs the load made by mkOp against the child broker. When
+// runProfiled runs the load made by mkOp against the child broker,
+// reading the CPU time of the child and of the bench process. When
 // the result misses its target (ok false) and the mode asks for it, the
 // same load is run again against an in-process broker, built from the same
 // packages as `serve`, under a CPU profile, and the top functions of its
 // request path go into the report. The child process itself cannot be
 // profiled: serve exposes no pprof endpoint.
 func (r *runner) runProfiled(ctx context.Context, title string, child *harness.Child, cfg loadgen.Config,
-	mkOp opMaker, ok func(loadgen.Result) bool) (loadgen.Result, error) {
+	mkOp opMaker, ok func(cpuResult) bool) (cpuResult, error) {
 	op, err := mkOp(service{PublicURL: child.PublicURL(), InternalURL: child.InternalURL()})
 	if err != nil {
-		return loadgen.Result{}, err
+		return cpuResult{}, err
 	}
-	res, err := loadgen.Run(ctx, cfg, op)
+	// CPU of the child (the server) and of the bench process (the client).
+	res, err := runCPU(ctx, cfg, op, child.PID, os.Getpid())
 	if err != nil {
 		return res, err
 	}

@@ -199,6 +199,7 @@ func methodNotes(sc scale) []string {
 			"(`bench/echobaseline`), as the broker is. gRPC: the Connect Go client with `connect.WithGRPC()` over h2c, "+
 			"%d concurrent calls multiplexed on %d HTTP/2 connections. %v warm-up, then %v measured.",
 			sc.tokenConns, sc.tokenConns, max(1, sc.tokenConns/8), sc.warmup, sc.measure),
+		"Server CPU per request: utime+stime of the server process (all threads) from /proc/PID/stat read just before and just after each measured window (the warm-up is a load run of its own before it), divided by the requests sent in the window; the bare Echo and bare ReverseProxy baselines are each a process of their own so that they have a CPU time of their own. The bench process's CPU over the same window is the client's (load generator's) share. 10 ms ticks; a window holds seconds of CPU.",
 		fmt.Sprintf("Install ingest: callbacks signed by the simulator (RS256) before timing, each for a new account with "+
 			"new credentials, answered 200 `installed` only after the commit, %d connections. Baseline: the same installs "+
 			"row (same columns, ciphertext-sized random bytes, key id) written by a raw pgx `INSERT ... ON CONFLICT DO "+

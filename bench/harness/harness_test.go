@@ -131,3 +131,25 @@ func TestStampedeCalls(t *testing.T) {
 		t.Errorf("calls per broker (-want +got):\n%s", diff)
 	}
 }
+
+// CPUTime counts this process's CPU: a busy loop of 200 ms moves it.
+func TestCPUTime(t *testing.T) {
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for start := time.Now(); time.Since(start) < 200*time.Millisecond; {
+		x++
+	}
+	after, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after - before; d < 50*time.Millisecond || x == 0 {
+		t.Errorf("CPU time moved by %v over a 200 ms busy loop", d)
+	}
+	if _, err := CPUTime(-1); err == nil {
+		t.Error("CPUTime of pid -1: no error")
+	}
+}

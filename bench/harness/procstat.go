@@ -149,3 +149,30 @@ func procField(path, name string) string {
 	}
 	return ""
 }
+
+// CPUTime is a process's user plus system CPU time so far, all threads,
+// from /proc/PID/stat (fields 14 and 15, in USER_HZ ticks, which Linux fixes
+// at 100 per second for this interface: 10 ms resolution, so measure
+// windows of seconds).
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("harness: cpu time: %w", err)
+	}
+	// The command name (field 2) may hold spaces; fields resume after ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("harness: cpu time: unreadable /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("harness: cpu time: short /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("harness: cpu time: /proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	const tick = 10 * time.Millisecond
+	return time.Duration(utime+stime) * tick, nil
+}

@@ -34,6 +34,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	db := fs.String("db", "", "Postgres server URL (default $TEST_DATABASE_URL, else the local server)")
 	dbName := fs.String("dbname", "irisx_bench", "the throwaway database to create and drop")
 	profile := fs.String("profile", "missed", "profile the request path of phases: missed (those missing a target), all, off")
+	phases := fs.String("phases", "", "comma-separated phases to run (default all): identity, cached token, install ingest, stampede, scale, iris proxy")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -45,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	report, err := bench.Run(ctx, bench.Options{
-		ServerURL: *db, DBName: *dbName, Quick: *quick, Profile: mode, Progress: stderr,
+		ServerURL: *db, DBName: *dbName, Quick: *quick, Profile: mode, Progress: stderr, Phases: splitPhases(*phases),
 		Command: strings.TrimSpace("irisx-bench " + strings.Join(args[1:], " ")),
 	})
 	if report != nil && len(report.Figures) > 0 {
@@ -75,4 +76,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "target missed: %s / %s: %s (target %s)\n", f.Area, f.Name, f.Value, f.Target)
 	}
 	return nil
+}
+
+// splitPhases parses -phases; empty means every phase.
+func splitPhases(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

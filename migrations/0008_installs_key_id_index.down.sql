@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS installs_key_id_idx;
