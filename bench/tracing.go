@@ -34,9 +34,9 @@ func (r *runner) tracingPhase(ctx context.Context) error {
 		return err
 	}
 	setup := loadgen.HTTP1Client(1)
-	if err := cb.PostInstalled(ctx, setup, r.primary.PublicURL()); err != nil {
-		return err
-	}
+	// The install is sent to the first child measured: the primary broker
+	// may be gone by now (the scale phase restarts it on its own data).
+	installed := false
 	body := harness.TokenRequestBody(harness.App, cb.AccountID)
 	conns := r.sc.tokenConns
 	cfg := loadgen.Config{Workers: conns, Warmup: r.sc.warmup, Duration: r.sc.measure}
@@ -48,6 +48,12 @@ func (r *runner) tracingPhase(ctx context.Context) error {
 		}
 		if _, err := child.WaitReady(ctx); err != nil {
 			return loadgen.Result{}, errors.Join(err, stopChild(child))
+		}
+		if !installed {
+			if err := cb.PostInstalled(ctx, setup, child.PublicURL()); err != nil {
+				return loadgen.Result{}, errors.Join(err, stopChild(child))
+			}
+			installed = true
 		}
 		// The first call fills this replica's cache (from the shared token).
 		if a, err := harness.GetTokenJSON(ctx, setup, child.InternalURL(), body); err != nil || a.HTTPStatus != http.StatusOK {
