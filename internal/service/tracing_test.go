@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -23,6 +22,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/internal/service"
+	"github.com/irisx-broker/irisx-broker/internal/telemetry/telemetrytest"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
@@ -143,31 +143,8 @@ func startTraced(t *testing.T, sim *tracedSim, logs *testkit.Buffer, d service.D
 	return svc
 }
 
-// everything is every string a span exposes: name, attributes, events and
-// their attributes, status, links and their attributes, resource.
-func everything(spans tracetest.SpanStubs) string {
-	var b strings.Builder
-	kvs := func(as []attribute.KeyValue) {
-		for _, a := range as {
-			b.WriteString(string(a.Key) + "=" + a.Value.String() + "\n")
-		}
-	}
-	for _, s := range spans {
-		b.WriteString(s.Name + "\n" + s.Status.Description + "\n")
-		kvs(s.Attributes)
-		for _, e := range s.Events {
-			b.WriteString(e.Name + "\n")
-			kvs(e.Attributes)
-		}
-		for _, l := range s.Links {
-			kvs(l.Attributes)
-		}
-		if s.Resource != nil {
-			kvs(s.Resource.Attributes())
-		}
-	}
-	return b.String()
-}
+// everything is every string the spans expose (telemetrytest.Everything).
+func everything(spans tracetest.SpanStubs) string { return telemetrytest.Everything(spans) }
 
 func attr(s tracetest.SpanStub, key string) string {
 	for _, a := range s.Attributes {

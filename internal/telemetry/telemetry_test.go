@@ -18,7 +18,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -28,6 +27,7 @@ import (
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
 	"github.com/irisx-broker/irisx-broker/client"
+	"github.com/irisx-broker/irisx-broker/internal/telemetry/telemetrytest"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
 )
 
@@ -44,31 +44,8 @@ func memProvider(t *testing.T) (*sdktrace.TracerProvider, *tracetest.InMemoryExp
 	return tp, exp
 }
 
-// everything is every string a span exposes: name, attributes, events and
-// their attributes, status, links, resource.
-func everything(spans tracetest.SpanStubs) string {
-	var b strings.Builder
-	kvs := func(as []attribute.KeyValue) {
-		for _, a := range as {
-			b.WriteString(string(a.Key) + "=" + a.Value.String() + "\n")
-		}
-	}
-	for _, s := range spans {
-		b.WriteString(s.Name + "\n" + s.Status.Description + "\n")
-		kvs(s.Attributes)
-		for _, e := range s.Events {
-			b.WriteString(e.Name + "\n")
-			kvs(e.Attributes)
-		}
-		for _, l := range s.Links {
-			kvs(l.Attributes)
-		}
-		if s.Resource != nil {
-			kvs(s.Resource.Attributes())
-		}
-	}
-	return b.String()
-}
+// everything is every string the spans expose (telemetrytest.Everything).
+func everything(spans tracetest.SpanStubs) string { return telemetrytest.Everything(spans) }
 
 func TestSetupOffStartsNoExporter(t *testing.T) {
 	var hits atomic.Int32
