@@ -157,6 +157,14 @@ func TestLifecycleEventIDsSortInCommitOrder(t *testing.T) {
 		defer rwg.Done()
 		var after int64
 		for {
+			// Whether the writers were done is read before the page, so a
+			// final empty page after that is proof nothing is left.
+			var done bool
+			select {
+			case <-stop:
+				done = true
+			default:
+			}
 			evs, err := e.store.ListLifecycleEvents(c, after, 1000)
 			if err != nil {
 				readErr = err
@@ -166,12 +174,8 @@ func TestLifecycleEventIDsSortInCommitOrder(t *testing.T) {
 				seen = append(seen, ev.Seq)
 				after = ev.Seq
 			}
-			select {
-			case <-stop:
-				if len(evs) == 0 {
-					return
-				}
-			default:
+			if done && len(evs) == 0 {
+				return
 			}
 		}
 	}()
