@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -86,18 +85,9 @@ func runAPIKeys(ctx context.Context, args []string, lookup env, stdin io.Reader,
 	default:
 		return fmt.Errorf("unknown api-keys command %q\n%s", args[0], apiKeysUsage)
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w\n%s", err, apiKeysUsage)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments after the flags\n%s", apiKeysUsage)
-	}
-	if args[0] != "list" && *name == "" {
-		return fmt.Errorf("--name is required\n%s", apiKeysUsage)
-	}
-	tok, ok := lookup("IRISX_ADMIN_TOKEN")
-	if !ok || tok == "" {
-		return errors.New("IRISX_ADMIN_TOKEN: required (a token from the service's ADMIN_API_TOKENS)")
+	tok, err := adminCommand(fs, args, name, lookup, apiKeysUsage)
+	if err != nil {
+		return err
 	}
 	return run(brokerv1connect.NewApiKeyServiceClient(&http.Client{Timeout: 30 * time.Second}, *server), tok)
 }

@@ -97,22 +97,34 @@ func runAPIUsers(ctx context.Context, args []string, lookup env, stdin io.Reader
 	default:
 		return fmt.Errorf("unknown api-users command %q\n%s", args[0], apiUsersUsage)
 	}
+	tok, err := adminCommand(fs, args, name, lookup, apiUsersUsage)
+	if err != nil {
+		return err
+	}
+	return run(brokerv1connect.NewApiUserServiceClient(&http.Client{Timeout: 30 * time.Second}, *server), tok)
+}
+
+// adminCommand finishes the parsing of an `api-users` or `api-keys`
+// command (args[0] is the command, the rest its flags, already defined on
+// fs, name among them): no stray arguments, --name unless listing, and the admin token from
+// IRISX_ADMIN_TOKEN. Errors end with usage.
+func adminCommand(fs *flag.FlagSet, args []string, name *string, lookup env, usage string) (string, error) {
 	if err := fs.Parse(args[1:]); err != nil {
 		// The flag package names an unknown flag, never its value, so a
 		// password given as --password=... is not echoed.
-		return fmt.Errorf("%w\n%s", err, apiUsersUsage)
+		return "", fmt.Errorf("%w\n%s", err, usage)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments after the flags\n%s", apiUsersUsage)
+		return "", fmt.Errorf("unexpected arguments after the flags\n%s", usage)
 	}
 	if args[0] != "list" && *name == "" {
-		return fmt.Errorf("--name is required\n%s", apiUsersUsage)
+		return "", fmt.Errorf("--name is required\n%s", usage)
 	}
 	tok, ok := lookup("IRISX_ADMIN_TOKEN")
 	if !ok || tok == "" {
-		return errors.New("IRISX_ADMIN_TOKEN: required (a token from the service's ADMIN_API_TOKENS)")
+		return "", errors.New("IRISX_ADMIN_TOKEN: required (a token from the service's ADMIN_API_TOKENS)")
 	}
-	return run(brokerv1connect.NewApiUserServiceClient(&http.Client{Timeout: 30 * time.Second}, *server), tok)
+	return tok, nil
 }
 
 // readSecret reads one secret from file, or from the next line of in when
