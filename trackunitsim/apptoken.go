@@ -143,24 +143,35 @@ type tokenResponse struct {
 	Scope        string `json:"scope"`
 }
 
-func (s *Sim) handleAppToken(w http.ResponseWriter, r *http.Request) {
-	s.count(EndpointAppToken)
+// clientCredentialsForm is the start /apptoken and /token/v2 share: count
+// the call (and the client's), read the form body, apply the endpoint's
+// injected fault. Only the body counts: Okta ignores query parameters and,
+// for these endpoints, a Basic header. ok is false when an answer (fault
+// or unreadable body) has been written.
+func (s *Sim) clientCredentialsForm(w http.ResponseWriter, r *http.Request, endpoint string) (_ url.Values, clientID string, ok bool) {
+	s.count(endpoint)
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	formErr := r.ParseForm()
-	// Only the body counts: Okta ignores query parameters and, for this
-	// endpoint, a Basic header.
 	form := r.PostForm
-	clientID := form.Get("client_id")
+	clientID = form.Get("client_id")
 	if clientID != "" {
 		s.mu.Lock()
 		s.clientCall[clientID]++
 		s.mu.Unlock()
 	}
-	if s.applyFault(w, r, EndpointAppToken) {
-		return
+	if s.applyFault(w, r, endpoint) {
+		return nil, "", false
 	}
 	if formErr != nil {
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "The request body could not be parsed.")
+		return nil, "", false
+	}
+	return form, clientID, true
+}
+
+func (s *Sim) handleAppToken(w http.ResponseWriter, r *http.Request) {
+	form, clientID, ok := s.clientCredentialsForm(w, r, EndpointAppToken)
+	if !ok {
 		return
 	}
 	if clientID == "" || form.Get("client_secret") == "" {

@@ -34,21 +34,8 @@ func (s *Sim) RevokeAPIKey(clientID string) {
 // key's (invalid_scope otherwise); 1200 s tokens, no refresh token. Faults
 // injected for EndpointTokenV2 apply as for /apptoken.
 func (s *Sim) handleTokenV2(w http.ResponseWriter, r *http.Request) {
-	s.count(EndpointTokenV2)
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	formErr := r.ParseForm()
-	form := r.PostForm
-	clientID := form.Get("client_id")
-	if clientID != "" {
-		s.mu.Lock()
-		s.clientCall[clientID]++
-		s.mu.Unlock()
-	}
-	if s.applyFault(w, r, EndpointTokenV2) {
-		return
-	}
-	if formErr != nil {
-		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "The request body could not be parsed.")
+	form, clientID, ok := s.clientCredentialsForm(w, r, EndpointTokenV2)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
