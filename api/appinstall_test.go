@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -303,7 +304,7 @@ func TestInstallSecretsNeverStoredOrLogged(t *testing.T) {
 		h.post(tok, installBody(t, bad))
 		h.post("garbage", installBody(t, bad))
 	}
-	dump := h.dump()
+	dump := testkit.DumpTables(t, h.pool)
 	logs := h.logs.String()
 	if !strings.Contains(dump, "installs: ") || !strings.Contains(logs, "/appinstall") {
 		t.Fatal("the scan saw no rows or no logs; it would prove nothing")

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // logRecord is one JSON log line of the harness.
@@ -37,17 +38,10 @@ func (h *harness) rpcFailures() []logRecord {
 // code and message (empty on success).
 func (h *harness) connectCall(path, bearerToken, body string) (int, string, string) {
 	h.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, h.internal.URL+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+bearerToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	status, raw := testkit.PostJSON(h.t, h.internal.URL+path, body, testkit.Bearer(bearerToken))
 	var e struct{ Code, Message string }
-	_ = json.NewDecoder(resp.Body).Decode(&e)
-	return resp.StatusCode, e.Code, e.Message
+	_ = json.Unmarshal([]byte(raw), &e)
+	return status, e.Code, e.Message
 }
 
 // TestErrorClassification checks that each failure is answered with the

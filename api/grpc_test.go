@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // grpcConn is a real gRPC client (as grpcurl and the kubelet's grpc probe
@@ -77,17 +78,10 @@ func TestGRPCHealth(t *testing.T) {
 		t.Errorf("database down: Check = %v, %v; want NOT_SERVING", st, err)
 	}
 	proxy.Unblock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.WaitFor(t, "Check to answer SERVING again with the database back", func() bool {
 		st, err := check("")
-		if err == nil && st == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("database back: Check = %v, %v; want SERVING again", st, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && st == healthpb.HealthCheckResponse_SERVING
+	})
 }
 
 // Reflection (v1 and v1alpha) lists and describes the services to a

@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -75,10 +75,7 @@ func TestListInstallsPlanIsKeysetIndexScan(t *testing.T) {
 	if _, err := pool.Exec(ctx, "ANALYZE installs"); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := crypto.ParseKeyring("k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := testkit.Keyring(t, "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	st := store.New(pool, keys)
 
 	// A start key about 80% of the way through the table.

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -18,7 +19,7 @@ import (
 // one pass over it, not one pass per batch. (queryCapture and planNode are
 // explain_test.go's.)
 func TestReencryptBatchPlanIsKeysetIndexScan(t *testing.T) {
-	c := ctx(t)
+	c := testkit.Context(t)
 	cfg, err := pgxpool.ParseConfig(testdb.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)

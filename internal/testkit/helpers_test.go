@@ -65,7 +65,7 @@ func TestWaitFor(t *testing.T) {
 	if n != 3 {
 		t.Errorf("cond called %d times, want 3", n)
 	}
-	msg := runFake(t, func(tb testing.TB) { waitFor(tb, time.Millisecond, "never", func() bool { return false }) })
+	msg := runFake(t, func(tb testing.TB) { WaitForWithin(tb, time.Millisecond, "never", func() bool { return false }) })
 	if msg != "timed out waiting for never" {
 		t.Errorf("WaitFor on a cond that never holds: %q", msg)
 	}

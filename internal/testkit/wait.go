@@ -38,10 +38,11 @@ func ContextWithin(t testing.TB, d time.Duration) context.Context {
 // measure one.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	waitFor(t, WaitTimeout, what, cond)
+	WaitForWithin(t, WaitTimeout, what, cond)
 }
 
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+// WaitForWithin is WaitFor with its own bound, for the long drills.
+func WaitForWithin(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
