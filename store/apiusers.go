@@ -219,7 +219,7 @@ func (s *Store) CreateAPIUser(ctx context.Context, u NewAPIUser) (APIUser, error
 		return err
 	})
 	if err != nil {
-		return APIUser{}, fmt.Errorf("store: create API user: %w", err)
+		return APIUser{}, fmt.Errorf("%w: create API user: %w", ErrDatabase, err)
 	}
 	return out, nil
 }
@@ -235,7 +235,7 @@ func (s *Store) ListAPIUsers(ctx context.Context) ([]APIUser, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: list API users: %w", err)
+		return nil, fmt.Errorf("%w: list API users: %w", ErrDatabase, err)
 	}
 	return users, nil
 }
@@ -251,7 +251,7 @@ func (s *Store) DeleteAPIUser(ctx context.Context, name string) error {
 	// that succeeded as not found.
 	tag, err := s.pool.Exec(ctx, `DELETE FROM api_users WHERE name = $1`, name)
 	if err != nil {
-		return fmt.Errorf("store: delete API user: %w", err)
+		return fmt.Errorf("%w: delete API user: %w", ErrDatabase, err)
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrAPIUserNotFound

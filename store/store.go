@@ -110,7 +110,7 @@ func New(pool *pgxpool.Pool, keys *crypto.Keyring, opts ...Option) *Store {
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("store: ping: %w", err)
+		return fmt.Errorf("%w: ping: %w", ErrDatabase, err)
 	}
 	return nil
 }
