@@ -15,6 +15,7 @@ import (
 
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
+	"github.com/irisx-broker/irisx-broker/store"
 )
 
 // adminCall posts a JSON body to an InstallService method and returns the
@@ -234,7 +235,7 @@ func TestGetInstallEvents(t *testing.T) {
 func TestListInstallsLargestPage(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	if _, err := h.pool.Exec(context.Background(), `INSERT INTO installs (iris_app_id, account_id, status, credentials_version, updated_at, last_event_at)
-		SELECT '@bulk/app', gen_random_uuid(), 'uninstalled', 1, now(), now() FROM generate_series(1, 1001)`); err != nil {
+		SELECT '@bulk/app', gen_random_uuid(), $1, 1, now(), now() FROM generate_series(1, 1001)`, store.StatusUninstalled); err != nil {
 		t.Fatal(err)
 	}
 	_, raw := h.adminCall("ListInstalls", `{"pageSize":1000}`)

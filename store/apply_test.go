@@ -31,7 +31,7 @@ func TestDuplicateDeliveryIsIdempotent(t *testing.T) {
 	if n := e.count(t, "SELECT count(*) FROM installs"); n != 1 {
 		t.Errorf("%d installs rows, want 1", n)
 	}
-	if n := e.count(t, "SELECT count(*) FROM install_events WHERE outcome = 'installed'"); n != 2 {
+	if n := e.count(t, "SELECT count(*) FROM install_events WHERE outcome = $1", store.OutcomeInstalled); n != 2 {
 		t.Errorf("%d logged events, want 2", n)
 	}
 	want := store.Credentials{IrisAppID: app, AccountID: account, Status: store.StatusInstalled,

@@ -99,7 +99,7 @@ func TestPgBouncerInstallsAndTokens(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("%d of %d installs failed through PgBouncer, first: %v\n%s", len(errs), n, errs[0], b.Log())
 	}
-	if got := e.count(t, "SELECT count(*) FROM installs WHERE status = 'installed'"); got != n {
+	if got := e.count(t, "SELECT count(*) FROM installs WHERE status = $1", store.StatusInstalled); got != n {
 		t.Errorf("%d installed rows, want %d", got, n)
 	}
 	if got := e.count(t, "SELECT count(*) FROM installs WHERE last_token_at IS NOT NULL"); got != n {
@@ -120,7 +120,7 @@ func TestPgBouncerInstallsAndTokens(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("%d uninstalls/rejections failed, first: %v", len(errs), errs[0])
 	}
-	if got := e.count(t, "SELECT count(*) FROM installs WHERE status = 'installed'"); got != 0 {
+	if got := e.count(t, "SELECT count(*) FROM installs WHERE status = $1", store.StatusInstalled); got != 0 {
 		t.Errorf("%d rows still installed, want 0", got)
 	}
 }

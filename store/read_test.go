@@ -138,7 +138,7 @@ func TestListInstallsDefaultAndMaxLimit(t *testing.T) {
 	e := newEnv(t)
 	// Rows straight in SQL: 1,001 installs through the API would be slow.
 	_, err := e.pool.Exec(testkit.Context(t), `INSERT INTO installs (iris_app_id, account_id, status, credentials_version, updated_at, last_event_at)
-		SELECT '@bulk/app', gen_random_uuid(), 'uninstalled', 1, now(), now() FROM generate_series(1, 1002)`)
+		SELECT '@bulk/app', gen_random_uuid(), $1, 1, now(), now() FROM generate_series(1, 1002)`, store.StatusUninstalled)
 	if err != nil {
 		t.Fatal(err)
 	}

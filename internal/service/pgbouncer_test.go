@@ -171,7 +171,7 @@ func TestPgBouncerCallbacksAndGetToken(t *testing.T) {
 		}
 	}
 	var stored int
-	if err := admin.QueryRow(ctx, `SELECT count(*) FROM installs WHERE iris_app_id = $1 AND status = 'installed'`, testApp).Scan(&stored); err != nil {
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM installs WHERE iris_app_id = $1 AND status = $2`, testApp, store.StatusInstalled).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("install callbacks through PgBouncer: %d of %d answered 200, %d stored", ok, installs, stored)
