@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
-	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
@@ -248,15 +246,7 @@ func TestInstallConcurrentDuplicates(t *testing.T) {
 // With the database unreachable the callback gets 503, never a 2xx; the
 // retry after recovery is stored exactly once.
 func TestInstallDatabaseDown(t *testing.T) {
-	var proxy *testdb.Proxy
-	h := newHarness(t, harnessOptions{dbURL: func(raw string) string {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxy = testdb.NewProxy(t, u.Host)
-		return proxy.URL(raw)
-	}})
+	h, proxy := newProxiedHarness(t)
 	account := uuid.NewString()
 	fields := installedFields(account)
 	tok := h.sign(nil)

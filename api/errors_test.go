@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 
-	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
@@ -49,15 +47,7 @@ func (h *harness) connectCall(path, bearerToken, body string) (int, string, stri
 // log level STYLE asks (error for ours or a dependency's, info for the
 // caller's).
 func TestErrorClassification(t *testing.T) {
-	var proxy *testdb.Proxy
-	h := newHarness(t, harnessOptions{dbURL: func(raw string) string {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxy = testdb.NewProxy(t, u.Host)
-		return proxy.URL(raw)
-	}})
+	h, proxy := newProxiedHarness(t)
 	const (
 		getToken     = "/irisx.broker.v1.TokenService/GetToken"
 		listInstalls = "/irisx.broker.v1.InstallService/ListInstalls"

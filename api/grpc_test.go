@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +21,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 
-	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
@@ -48,15 +46,7 @@ func withBearer(ctx context.Context, token string) context.Context {
 // service the broker does not have.
 func TestGRPCHealth(t *testing.T) {
 	t.Parallel()
-	var proxy *testdb.Proxy
-	h := newHarness(t, harnessOptions{dbURL: func(raw string) string {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxy = testdb.NewProxy(t, u.Host)
-		return proxy.URL(raw)
-	}})
+	h, proxy := newProxiedHarness(t)
 	health := healthpb.NewHealthClient(grpcConn(t, h))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

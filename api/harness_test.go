@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 
@@ -62,6 +63,22 @@ type harnessOptions struct {
 	prepare func(*trackunitsim.Sim)
 	// config adjusts the service's configuration.
 	config func(*config.Config)
+}
+
+// newProxiedHarness is a harness whose store reaches the database through
+// a proxy the test can cut.
+func newProxiedHarness(t *testing.T) (*harness, *testdb.Proxy) {
+	t.Helper()
+	var proxy *testdb.Proxy
+	h := newHarness(t, harnessOptions{dbURL: func(raw string) string {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy = testdb.NewProxy(t, u.Host)
+		return proxy.URL(raw)
+	}})
+	return h, proxy
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
