@@ -14,8 +14,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
-	"github.com/irisx-broker/irisx-broker/trackunitsim"
 	"github.com/irisx-broker/irisx-broker/store"
+	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
 // adminCall posts a JSON body to an InstallService method and returns the
