@@ -78,10 +78,10 @@ func (e *userEnv) newStore() (*pgxpool.Pool, *store.Store) {
 
 // replica starts a broker as a new process would: its own pool and an
 // empty memory. transport, if set, sits between it and the simulator.
-func (e *userEnv) replica(mod func(*APIUsersConfig)) *APIUsers {
+func (e *userEnv) replica(mod func(*Config)) *APIUsers {
 	e.t.Helper()
 	_, st := e.newStore()
-	cfg := APIUsersConfig{
+	cfg := Config{
 		AuthURL:       e.simURL,
 		HTTPClient:    &http.Client{Timeout: 5 * time.Second},
 		Now:           e.clock.Now,
@@ -97,8 +97,8 @@ func (e *userEnv) replica(mod func(*APIUsersConfig)) *APIUsers {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	b.rand = func() float64 { return 0.5 }
-	e.t.Cleanup(b.bg.Wait)
+	b.b.rand = func() float64 { return 0.5 }
+	e.t.Cleanup(b.b.bg.Wait)
 	return b
 }
 

@@ -122,7 +122,7 @@ func TestAPIUserCrashBeforeCommitRecovers(t *testing.T) {
 			u := e.register("crashy")
 			var crash atomic.Bool
 			dying := e.replica(nil)
-			dying.afterUpstream = func() error {
+			dying.b.afterUpstream = func() error {
 				if crash.CompareAndSwap(true, false) {
 					return errors.New("killed before commit")
 				}
@@ -183,7 +183,7 @@ func TestAPIUserRefreshAnswerLost(t *testing.T) {
 			e := newUserEnv(t, trackunitsim.Options{RefreshGrace: tc.grace})
 			u := e.register("flaky-net")
 			lossy := &loseAnswers{next: http.DefaultTransport, grant: trackunitsim.GrantRefreshToken}
-			b := e.replica(func(c *APIUsersConfig) { c.HTTPClient = &http.Client{Transport: lossy, Timeout: 5 * time.Second} })
+			b := e.replica(func(c *Config) { c.HTTPClient = &http.Client{Transport: lossy, Timeout: 5 * time.Second} })
 			e.token(b, u.name)
 
 			e.clock.Advance(2 * time.Hour)
@@ -241,7 +241,7 @@ func TestAPIUserServingAndRefreshAhead(t *testing.T) {
 	if got := e.token(b, u.name); got != current {
 		t.Error("a token inside the refresh margin was not served while it is renewed")
 	}
-	b.bg.Wait()
+	b.b.bg.Wait()
 	if _, rt := e.calls(u); rt != 2 {
 		t.Errorf("refresh grants after refresh-ahead = %d, want 2", rt)
 	}
@@ -299,25 +299,25 @@ func TestAPIUserMarginLongerThanTokens(t *testing.T) {
 	t.Parallel()
 	e := newUserEnv(t, trackunitsim.Options{})
 	u := e.register("long-margin")
-	b := e.replica(func(c *APIUsersConfig) { c.RefreshMargin = 2 * time.Hour })
+	b := e.replica(func(c *Config) { c.RefreshMargin = 2 * time.Hour })
 	tok := e.token(b, u.name)
 	for range 5 {
 		e.clock.Advance(time.Second)
 		if got := e.token(b, u.name); got != tok {
 			t.Fatal("a fresh token was replaced")
 		}
-		b.bg.Wait()
+		b.b.bg.Wait()
 	}
 	if pw, rt := e.calls(u); pw != 1 || rt != 0 {
 		t.Fatalf("%d password and %d refresh grants for fresh tokens, want 1 and 0", pw, rt)
 	}
 	e.clock.Advance(31 * time.Minute) // under half the hour left
 	e.token(b, u.name)
-	b.bg.Wait()
+	b.b.bg.Wait()
 	for range 5 {
 		e.clock.Advance(time.Second)
 		e.token(b, u.name)
-		b.bg.Wait()
+		b.b.bg.Wait()
 	}
 	if pw, rt := e.calls(u); pw != 1 || rt != 1 {
 		t.Errorf("%d password and %d refresh grants, want 1 and 1", pw, rt)
