@@ -3,7 +3,6 @@ package token
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,7 +169,7 @@ func TestAPIUserRefreshAnswerLost(t *testing.T) {
 	for _, tc := range []struct {
 		name                      string
 		grace                     time.Duration
-		lose                      int32
+		lose                      int
 		wantPassword, wantRefresh int // after the first token's password grant
 		wantReuse                 int
 	}{
@@ -182,12 +181,12 @@ func TestAPIUserRefreshAnswerLost(t *testing.T) {
 			t.Parallel()
 			e := newUserEnv(t, trackunitsim.Options{RefreshGrace: tc.grace})
 			u := e.register("flaky-net")
-			lossy := &loseAnswers{next: http.DefaultTransport, grant: trackunitsim.GrantRefreshToken}
-			b := e.replica(func(c *Config) { c.HTTPClient = &http.Client{Transport: lossy, Timeout: 5 * time.Second} })
+			b := e.replica(nil)
 			e.token(b, u.name)
 
 			e.clock.Advance(2 * time.Hour)
-			lossy.n.Store(tc.lose)
+			// The next refresh grants are answered, then their answers lost.
+			e.sim.InjectFault(trackunitsim.EndpointToken, trackunitsim.Fault{DropAnswer: true, Times: tc.lose})
 			e.token(b, u.name)
 			pw, rt := e.calls(u)
 			got := []int{pw - 1, rt, e.sim.SpentRefreshReuse()}
