@@ -54,7 +54,7 @@ func NewAPIKeys(cfg Config, st APIKeyStore) (*APIKeyTokens, error) {
 		return nil, errors.New("token: nil API key store")
 	}
 	cfg.DefaultScopes = nil
-	b, err := newCore(cfg, nopInstallStore{}, "/token/v2")
+	b, err := newCore(cfg, noInstalls{}, "/token/v2")
 	if err != nil {
 		return nil, err
 	}
@@ -182,15 +182,3 @@ func (k apiKeyKind) record(ctx context.Context, f fetchReq, lastError string) {
 		k.b.log.LogAttrs(ctx, slog.LevelWarn, "recording the API key result failed", slog.String("api_key", f.account), slog.Any("error", err))
 	}
 }
-
-// nopInstallStore satisfies Store for a kind that records nothing in the
-// installs table.
-type nopInstallStore struct{}
-
-func (nopInstallStore) InstallCredentials(context.Context, string, string) (store.Credentials, error) {
-	return store.Credentials{}, store.ErrNotFound
-}
-func (nopInstallStore) MarkCredentialsRejected(context.Context, string, string, int64, string) error {
-	return nil
-}
-func (nopInstallStore) RecordTokenResults(context.Context, []store.TokenResult) error { return nil }

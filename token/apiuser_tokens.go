@@ -63,7 +63,7 @@ func NewAPIUsers(cfg Config, st APIUserStore) (*APIUserTokens, error) {
 	}
 	cfg.DefaultScopes = nil
 	cfg.Revalidate = orDefault(cfg.Revalidate, time.Second)
-	b, err := newCore(cfg, nopInstallStore{}, "/token")
+	b, err := newCore(cfg, noInstalls{}, "/token")
 	if err != nil {
 		return nil, err
 	}

@@ -14,34 +14,6 @@ import (
 // each install's client credentials): the core with the install kind.
 type InstallTokens = Broker
 
-// credKind is what a credential kind adds to the core: where its
-// credentials come from, what it is called, how a cached token is checked.
-// How it mints and where the fleet shares its tokens are its leases.
-type credKind interface {
-	name() string     // metrics label and shared-token kind
-	label() string    // for log messages: "install", "API key"
-	endpoint() string // metrics label of the token endpoint
-	attrs(f fetchReq) []slog.Attr
-	// load reads and checks the credentials; errors are classified.
-	load(ctx context.Context, f fetchReq) (store.Credentials, error)
-	// current reports whether e may still be served: its credential is
-	// still usable at the version it was minted with (the deaf-replica
-	// and revalidation check).
-	current(ctx context.Context, f fetchReq, e *entry) (bool, error)
-}
-
-// clientCredentials is a kind that mints with the client-credentials grant
-// (Broker.call) and shares its tokens in shared_tokens: installs and API
-// keys.
-type clientCredentials interface {
-	credKind
-	// sharedKey names the fetch's row in the shared token table.
-	sharedKey(f fetchReq) store.TokenKey
-	markRejected(ctx context.Context, f fetchReq, version int64, code string) error
-	record(ctx context.Context, f fetchReq, lastError string)
-	rejected() error // the kind's credentials-rejected sentinel
-}
-
 // installKind is the install credential kind.
 type installKind struct {
 	b  *Broker
