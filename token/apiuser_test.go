@@ -322,3 +322,45 @@ func TestAPIUserMarginLongerThanTokens(t *testing.T) {
 		t.Errorf("%d password and %d refresh grants, want 1 and 1", pw, rt)
 	}
 }
+
+// Callers that reach a replica together once Revalidate has passed all wait
+// for its one read of the row: none is served the token another replica has
+// since replaced.
+func TestAPIUserRevalidationServesNoCallerTheReplacedToken(t *testing.T) {
+	t.Parallel()
+	e := newUserEnv(t, trackunitsim.Options{})
+	u := e.register("together")
+	a, b := e.replica(nil), e.replica(nil)
+	old := e.token(a, u.name)
+	if got := e.token(b, u.name); got != old {
+		t.Fatal("the second replica did not serve the stored token")
+	}
+	e.clock.Advance(30 * time.Minute)
+	fresh, err := a.Token(testCtx(t), u.name, 45*time.Minute) // a refreshes; b still holds old
+	if err != nil || fresh.AccessToken.Reveal() == old {
+		t.Fatalf("forced refresh on a: %v", err)
+	}
+	e.noteToken(fresh.AccessToken.Reveal())
+
+	e.clock.Advance(time.Second) // past Revalidate
+	var wg sync.WaitGroup
+	var stale, failed atomic.Int32
+	for range 50 {
+		wg.Go(func() {
+			tok, err := b.Token(testCtx(t), u.name, 0)
+			switch {
+			case err != nil:
+				failed.Add(1)
+			case tok.AccessToken != fresh.AccessToken:
+				stale.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if stale.Load() != 0 || failed.Load() != 0 {
+		t.Errorf("of 50 callers after Revalidate, %d got the replaced token and %d failed", stale.Load(), failed.Load())
+	}
+	if pw, rt := e.calls(u); pw != 1 || rt != 1 {
+		t.Errorf("%d password and %d refresh grants, want 1 and 1: b must take the token a stored", pw, rt)
+	}
+}

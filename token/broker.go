@@ -165,6 +165,7 @@ type Broker struct {
 
 	cache   *cache
 	flight  singleflight.Group
+	checks  singleflight.Group // Revalidate's reads, one per key at a time
 	results chan store.TokenResult
 	dropped atomic.Int64
 	// bg tracks refresh-ahead goroutines so tests can wait for them.
@@ -336,17 +337,31 @@ func (b *Broker) checkDue(e *entry, now time.Time) bool {
 // recheck: while the install-change listener cannot confirm it is alive,
 // this replica may have missed an uninstall or new credentials committed
 // elsewhere, so before serving a cached token it reads the credential's
-// row; so it does every Revalidate. A change drops the cached tokens.
+// row; so it does every Revalidate, when every caller past it waits for one
+// shared read. A change drops the cached tokens.
 func (b *Broker) recheck(ctx context.Context, f fetchReq, e *entry, now time.Time) error {
-	if b.confirmed == nil || b.confirmed() {
-		checked := e.checked.Load()
-		if b.revalidate == 0 || now.UnixNano() < checked+int64(b.revalidate) {
-			return nil
-		}
-		if !e.checked.CompareAndSwap(checked, now.UnixNano()) {
-			return nil // another caller is checking it
-		}
+	if b.confirmed != nil && !b.confirmed() {
+		return b.check(ctx, f, e)
 	}
+	if b.revalidate == 0 || now.UnixNano() < e.checked.Load()+int64(b.revalidate) {
+		return nil
+	}
+	ch := b.checks.DoChan(f.key, func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.fetchTimeout)
+		defer cancel()
+		return nil, b.check(cctx, f, e)
+	})
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("token: checking the cached token: %w", ctx.Err())
+	case res := <-ch:
+		return res.Err
+	}
+}
+
+// check reads e's credential row: a change drops the credential's cached
+// tokens, else e counts as checked now.
+func (b *Broker) check(ctx context.Context, f fetchReq, e *entry) error {
 	ok, err := b.kind.current(ctx, f, e)
 	if err != nil {
 		b.dropOnDefiniteError(f, err)
@@ -354,7 +369,9 @@ func (b *Broker) recheck(ctx context.Context, f fetchReq, e *entry, now time.Tim
 	}
 	if !ok {
 		b.cache.invalidate(f.install)
+		return nil
 	}
+	e.checked.Store(b.now().UnixNano())
 	return nil
 }
 
