@@ -49,10 +49,11 @@ type Observer interface {
 	UpstreamCall(endpoint, outcome string, d time.Duration)
 }
 
-// Config configures a Broker. Zero values take the documented defaults.
+// Config configures the broker of any kind (New, NewAPIKeys, NewAPIUsers).
+// Zero values take the documented defaults.
 type Config struct {
-	// AuthURL is the base of the token endpoint; tokens come from POST
-	// {AuthURL}/apptoken. Required.
+	// AuthURL is the base of the token endpoints; tokens come from POST
+	// {AuthURL}/apptoken, /token/v2 or /token, by kind. Required.
 	AuthURL string
 	// DefaultScopes are used when a request names none.
 	DefaultScopes []string
