@@ -19,8 +19,8 @@ const (
 )
 
 // replicaMemory is longer than a replica serves the API-user token it
-// remembers without asking the database again (token.APIUsersConfig's
-// Revalidate, 1 s by default, which serve does not change), so after it
+// remembers without asking the database again (token.Config's Revalidate,
+// 1 s by default for API users, which serve does not change), so after it
 // every replica sees the expired token in the database.
 const replicaMemory = 1500 * time.Millisecond
 

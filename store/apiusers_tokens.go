@@ -293,17 +293,23 @@ func (s *Store) writeAPIUserUpdate(ctx context.Context, db execer, st APIUserSta
 	return out, tag.RowsAffected() == 1, nil
 }
 
-// LeaseAPIUser is the first short step of an API user's refresh: one
-// statement that gives owner the user's lease until leaseUntil when it is
-// free or expired (at now, on the broker's clock) and returns the row
-// decrypted. When another replica holds the lease, leased is false and the
-// state is the row as it is (poll it again). No connection is held after
-// it returns. ErrAPIUserNotFound when there is no such user.
-func (s *Store) LeaseAPIUser(ctx context.Context, name, owner string, now, leaseUntil time.Time) (_ APIUserState, leased bool, _ error) {
+// LeaseAPIUser is the first short step of an API user's refresh, one
+// statement on a pooled connection that is returned before the caller calls
+// Trackunit. When the user's cached access token is valid past now+need, the
+// row comes back with TokenShared. Otherwise, when the user is active and
+// its lease is free or expired (at now, on the broker's clock), owner takes
+// the lease until leaseUntil (LeaseTaken); else another replica is
+// refreshing, or the user is credentials_rejected (LeaseBusy: check
+// Status). The row comes back decrypted. ErrAPIUserNotFound when there is
+// no such user.
+func (s *Store) LeaseAPIUser(ctx context.Context, name, owner string, now time.Time, need time.Duration, leaseUntil time.Time) (APIUserState, LeaseState, error) {
 	if !ValidAPIUserName(name) {
-		return APIUserState{}, false, ErrAPIUserNotFound
+		return APIUserState{}, 0, ErrAPIUserNotFound
 	}
-	var st APIUserState
+	var (
+		st     APIUserState
+		leased bool
+	)
 	err := s.retry(ctx, func() error {
 		var err error
 		// When the lease is taken the row comes from RETURNING: the version
@@ -312,24 +318,27 @@ func (s *Store) LeaseAPIUser(ctx context.Context, name, owner string, now, lease
 		// second branch reads, may predate it; that is fine for polling).
 		st, err = s.scanAPIUserState(name, s.pool.QueryRow(ctx, `WITH taken AS (
 				UPDATE api_users SET lease_owner = $2, lease_until = $3
-				WHERE name = $1 AND (lease_until IS NULL OR lease_until <= $4)
+				WHERE name = $1 AND status = '`+string(APIUserActive)+`'
+					AND NOT coalesce(access_token_enc IS NOT NULL AND token_expires_at > $5, false)
+					AND (lease_until IS NULL OR lease_until <= $4)
 				RETURNING `+apiUserStateColumns+`
 			)
 			SELECT *, true FROM taken
 			UNION ALL
 			SELECT `+apiUserStateColumns+`, false FROM api_users
-			WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)`, name, owner, pgTime(leaseUntil), pgTime(now)), &leased)
+			WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)`,
+			name, owner, pgTime(leaseUntil), pgTime(now), pgTime(now.Add(need))), &leased)
 		return err
 	})
-	if err != nil {
-		return APIUserState{}, false, err
+	switch {
+	case err != nil:
+		return APIUserState{}, 0, err
+	case leased:
+		return st, LeaseTaken, nil
+	case st.Status == APIUserActive && !st.AccessToken.IsZero() && st.ExpiresAt.After(now.Add(need)):
+		return st, TokenShared, nil
 	}
-	if leased {
-		// The CTE's snapshot is from before the lease; the row's tokens are
-		// unchanged by it.
-		return st, true, nil
-	}
-	return st, false, nil
+	return st, LeaseBusy, nil
 }
 
 // CommitAPIUserLease is the second short step: it writes upd only while

@@ -43,6 +43,9 @@ type SharedToken struct {
 	ExpiresAt   time.Time
 	// Version is the credentials' version it was minted with.
 	Version int64
+	// ObtainedAt is when it was stored (the store's clock); read only, zero
+	// when unknown. With ExpiresAt it gives the token's whole lifetime.
+	ObtainedAt time.Time
 }
 
 // LeaseState is what AcquireToken found.
@@ -73,12 +76,12 @@ func (s *Store) AcquireToken(ctx context.Context, k TokenKey, version int64, own
 		keyID              *string
 		enc                []byte
 		typ                *string
-		expires            *time.Time
+		expires, obtained  *time.Time
 		rowVersion, scopes = (*int64)(nil), []string(nil)
 	)
 	err := s.retry(ctx, func() error {
 		return s.pool.QueryRow(ctx, `WITH cur AS (
-				SELECT credential_version, key_id, access_token_enc, token_type, token_scopes, expires_at
+				SELECT credential_version, key_id, access_token_enc, token_type, token_scopes, expires_at, obtained_at
 				FROM shared_tokens WHERE kind = $1 AND credential = $2 AND scopes = $3
 			), taken AS (
 				INSERT INTO shared_tokens (kind, credential, scopes, credential_version, lease_owner, lease_until)
@@ -90,10 +93,10 @@ func (s *Store) AcquireToken(ctx context.Context, k TokenKey, version int64, own
 				RETURNING 1
 			)
 			SELECT EXISTS (SELECT 1 FROM taken), c.credential_version, c.key_id, c.access_token_enc,
-				c.token_type, c.token_scopes, c.expires_at
+				c.token_type, c.token_scopes, c.expires_at, c.obtained_at
 			FROM (SELECT 1) one LEFT JOIN cur c ON true`,
 			k.Kind, k.Credential, k.Scopes, version, owner, pgTime(leaseUntil), pgTime(now.Add(need)), pgTime(now)).
-			Scan(&taken, &rowVersion, &keyID, &enc, &typ, &scopes, &expires)
+			Scan(&taken, &rowVersion, &keyID, &enc, &typ, &scopes, &expires, &obtained)
 	})
 	if err != nil {
 		return SharedToken{}, 0, fmt.Errorf("%w: acquire shared token: %w", ErrDatabase, err)
@@ -109,6 +112,9 @@ func (s *Store) AcquireToken(ctx context.Context, k TokenKey, version int64, own
 		return SharedToken{}, 0, fmt.Errorf("%w: shared %s token: %w", ErrUndecryptable, k.Kind, err)
 	}
 	tok = SharedToken{AccessToken: crypto.Secret(plain), TokenType: *typ, Scopes: scopes, ExpiresAt: *expires, Version: *rowVersion}
+	if obtained != nil {
+		tok.ObtainedAt = *obtained
+	}
 	return tok, TokenShared, nil
 }
 

@@ -54,12 +54,11 @@ func NewAPIKeys(cfg Config, st APIKeyStore) (*APIKeyTokens, error) {
 		return nil, errors.New("token: nil API key store")
 	}
 	cfg.DefaultScopes = nil
-	b, err := newCore(cfg, nopInstallStore{st}, "/token/v2")
+	b, err := newCore(cfg, noInstalls{}, "/token/v2")
 	if err != nil {
 		return nil, err
 	}
-	b.kind = apiKeyKind{b: b, st: st}
-	b.shared, _ = st.(SharedStore)
+	b.setClientCredentials(apiKeyKind{b: b, st: st}, st)
 	return &APIKeyTokens{b: b, st: st}, nil
 }
 
@@ -145,7 +144,7 @@ func (k apiKeyKind) load(ctx context.Context, f fetchReq) (store.Credentials, er
 			return store.Credentials{}, fmt.Errorf("%w: scope %q is not one of the API key's", ErrInvalidScope, truncate(s, 64))
 		}
 	}
-	return c.Credentials, nil
+	return c.Credentials, requireClientSecrets(c.Credentials)
 }
 
 // read loads the key, classifying its errors.
@@ -164,12 +163,12 @@ func (k apiKeyKind) read(ctx context.Context, name string) (store.APIKeyCredenti
 	return c, nil
 }
 
-func (k apiKeyKind) current(ctx context.Context, f fetchReq, version int64) (bool, error) {
+func (k apiKeyKind) current(ctx context.Context, f fetchReq, e *entry) (bool, error) {
 	c, err := k.read(ctx, f.account)
 	if err != nil {
 		return false, err
 	}
-	return c.Version == version, nil
+	return c.Version == e.version, nil
 }
 
 func (k apiKeyKind) markRejected(ctx context.Context, f fetchReq, version int64, code string) error {
@@ -183,15 +182,3 @@ func (k apiKeyKind) record(ctx context.Context, f fetchReq, lastError string) {
 		k.b.log.LogAttrs(ctx, slog.LevelWarn, "recording the API key result failed", slog.String("api_key", f.account), slog.Any("error", err))
 	}
 }
-
-// nopInstallStore satisfies Store for a kind that records nothing in the
-// installs table, passing SharedStore through when st has it.
-type nopInstallStore struct{ st APIKeyStore }
-
-func (nopInstallStore) InstallCredentials(context.Context, string, string) (store.Credentials, error) {
-	return store.Credentials{}, store.ErrNotFound
-}
-func (nopInstallStore) MarkCredentialsRejected(context.Context, string, string, int64, string) error {
-	return nil
-}
-func (nopInstallStore) RecordTokenResults(context.Context, []store.TokenResult) error { return nil }

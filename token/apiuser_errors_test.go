@@ -148,7 +148,7 @@ func TestAPIUserUpstreamFailures(t *testing.T) {
 		if got := e.token(b, u.name); got != tok2 {
 			t.Fatal("a valid token was not served during an outage")
 		}
-		b.bg.Wait()
+		b.b.bg.Wait()
 	}
 	if _, rt := e.calls(u); rt != 9 {
 		t.Errorf("refresh grants = %d, want 9: one failed background refresh of 3 attempts", rt)
@@ -156,7 +156,7 @@ func TestAPIUserUpstreamFailures(t *testing.T) {
 	e.sim.ClearFaults()
 	e.clock.Advance(refreshRetryDelay + time.Second)
 	e.token(b, u.name)
-	b.bg.Wait()
+	b.b.bg.Wait()
 	e.clock.Advance(2 * time.Second)
 	if got := e.token(b, u.name); got == tok2 {
 		t.Error("the token was not renewed once Trackunit recovered")

@@ -1,18 +1,13 @@
 package token
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
-	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,10 +73,10 @@ func (e *userEnv) newStore() (*pgxpool.Pool, *store.Store) {
 
 // replica starts a broker as a new process would: its own pool and an
 // empty memory. transport, if set, sits between it and the simulator.
-func (e *userEnv) replica(mod func(*APIUsersConfig)) *APIUsers {
+func (e *userEnv) replica(mod func(*Config)) *APIUsers {
 	e.t.Helper()
 	_, st := e.newStore()
-	cfg := APIUsersConfig{
+	cfg := Config{
 		AuthURL:       e.simURL,
 		HTTPClient:    &http.Client{Timeout: 5 * time.Second},
 		Now:           e.clock.Now,
@@ -97,8 +92,8 @@ func (e *userEnv) replica(mod func(*APIUsersConfig)) *APIUsers {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	b.rand = func() float64 { return 0.5 }
-	e.t.Cleanup(b.bg.Wait)
+	b.b.rand = func() float64 { return 0.5 }
+	e.t.Cleanup(b.b.bg.Wait)
 	return b
 }
 
@@ -236,30 +231,4 @@ func assertNoLeak(t *testing.T, where, text string, secrets []string) {
 			t.Errorf("%s contains a secret (%d bytes long)", where, len(s))
 		}
 	}
-}
-
-// loseAnswers passes requests to the simulator and, for the next n
-// requests of one grant type, throws the answer away and reports a broken
-// connection, as when the network fails after Trackunit processed them.
-type loseAnswers struct {
-	next  http.RoundTripper
-	grant string
-	n     atomic.Int32
-}
-
-func (l *loseAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(r.Body)
-	r.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	form, _ := url.ParseQuery(string(body))
-	resp, err := l.next.RoundTrip(r)
-	if err == nil && form.Get("grant_type") == l.grant && l.n.Add(-1) >= 0 {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return nil, errors.New("connection reset by peer")
-	}
-	return resp, err
 }

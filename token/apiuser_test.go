@@ -3,7 +3,6 @@ package token
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,7 +121,7 @@ func TestAPIUserCrashBeforeCommitRecovers(t *testing.T) {
 			u := e.register("crashy")
 			var crash atomic.Bool
 			dying := e.replica(nil)
-			dying.afterUpstream = func() error {
+			dying.b.afterUpstream = func() error {
 				if crash.CompareAndSwap(true, false) {
 					return errors.New("killed before commit")
 				}
@@ -170,7 +169,7 @@ func TestAPIUserRefreshAnswerLost(t *testing.T) {
 	for _, tc := range []struct {
 		name                      string
 		grace                     time.Duration
-		lose                      int32
+		lose                      int
 		wantPassword, wantRefresh int // after the first token's password grant
 		wantReuse                 int
 	}{
@@ -182,12 +181,12 @@ func TestAPIUserRefreshAnswerLost(t *testing.T) {
 			t.Parallel()
 			e := newUserEnv(t, trackunitsim.Options{RefreshGrace: tc.grace})
 			u := e.register("flaky-net")
-			lossy := &loseAnswers{next: http.DefaultTransport, grant: trackunitsim.GrantRefreshToken}
-			b := e.replica(func(c *APIUsersConfig) { c.HTTPClient = &http.Client{Transport: lossy, Timeout: 5 * time.Second} })
+			b := e.replica(nil)
 			e.token(b, u.name)
 
 			e.clock.Advance(2 * time.Hour)
-			lossy.n.Store(tc.lose)
+			// The next refresh grants are answered, then their answers lost.
+			e.sim.InjectFault(trackunitsim.EndpointToken, trackunitsim.Fault{DropAnswer: true, Times: tc.lose})
 			e.token(b, u.name)
 			pw, rt := e.calls(u)
 			got := []int{pw - 1, rt, e.sim.SpentRefreshReuse()}
@@ -241,7 +240,7 @@ func TestAPIUserServingAndRefreshAhead(t *testing.T) {
 	if got := e.token(b, u.name); got != current {
 		t.Error("a token inside the refresh margin was not served while it is renewed")
 	}
-	b.bg.Wait()
+	b.b.bg.Wait()
 	if _, rt := e.calls(u); rt != 2 {
 		t.Errorf("refresh grants after refresh-ahead = %d, want 2", rt)
 	}
@@ -299,27 +298,69 @@ func TestAPIUserMarginLongerThanTokens(t *testing.T) {
 	t.Parallel()
 	e := newUserEnv(t, trackunitsim.Options{})
 	u := e.register("long-margin")
-	b := e.replica(func(c *APIUsersConfig) { c.RefreshMargin = 2 * time.Hour })
+	b := e.replica(func(c *Config) { c.RefreshMargin = 2 * time.Hour })
 	tok := e.token(b, u.name)
 	for range 5 {
 		e.clock.Advance(time.Second)
 		if got := e.token(b, u.name); got != tok {
 			t.Fatal("a fresh token was replaced")
 		}
-		b.bg.Wait()
+		b.b.bg.Wait()
 	}
 	if pw, rt := e.calls(u); pw != 1 || rt != 0 {
 		t.Fatalf("%d password and %d refresh grants for fresh tokens, want 1 and 0", pw, rt)
 	}
 	e.clock.Advance(31 * time.Minute) // under half the hour left
 	e.token(b, u.name)
-	b.bg.Wait()
+	b.b.bg.Wait()
 	for range 5 {
 		e.clock.Advance(time.Second)
 		e.token(b, u.name)
-		b.bg.Wait()
+		b.b.bg.Wait()
 	}
 	if pw, rt := e.calls(u); pw != 1 || rt != 1 {
 		t.Errorf("%d password and %d refresh grants, want 1 and 1", pw, rt)
+	}
+}
+
+// Callers that reach a replica together once Revalidate has passed all wait
+// for its one read of the row: none is served the token another replica has
+// since replaced.
+func TestAPIUserRevalidationServesNoCallerTheReplacedToken(t *testing.T) {
+	t.Parallel()
+	e := newUserEnv(t, trackunitsim.Options{})
+	u := e.register("together")
+	a, b := e.replica(nil), e.replica(nil)
+	old := e.token(a, u.name)
+	if got := e.token(b, u.name); got != old {
+		t.Fatal("the second replica did not serve the stored token")
+	}
+	e.clock.Advance(30 * time.Minute)
+	fresh, err := a.Token(testCtx(t), u.name, 45*time.Minute) // a refreshes; b still holds old
+	if err != nil || fresh.AccessToken.Reveal() == old {
+		t.Fatalf("forced refresh on a: %v", err)
+	}
+	e.noteToken(fresh.AccessToken.Reveal())
+
+	e.clock.Advance(time.Second) // past Revalidate
+	var wg sync.WaitGroup
+	var stale, failed atomic.Int32
+	for range 50 {
+		wg.Go(func() {
+			tok, err := b.Token(testCtx(t), u.name, 0)
+			switch {
+			case err != nil:
+				failed.Add(1)
+			case tok.AccessToken != fresh.AccessToken:
+				stale.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if stale.Load() != 0 || failed.Load() != 0 {
+		t.Errorf("of 50 callers after Revalidate, %d got the replaced token and %d failed", stale.Load(), failed.Load())
+	}
+	if pw, rt := e.calls(u); pw != 1 || rt != 1 {
+		t.Errorf("%d password and %d refresh grants, want 1 and 1: b must take the token a stored", pw, rt)
 	}
 }

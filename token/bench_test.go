@@ -3,14 +3,16 @@ package token
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // BenchmarkTokenCached measures the hot path: a cached token, many
 // goroutines, scopes already normalized.
 func BenchmarkTokenCached(b *testing.B) {
 	st := newFakeStore()
-	up := newFakeUpstream(b)
-	br, err := New(Config{AuthURL: up.srv.URL, DefaultScopes: []string{"account.view", "asset.view"}}, st)
+	up := newUpstream(b, time.Now)
+	st.sim = up.sim
+	br, err := New(Config{AuthURL: up.url, DefaultScopes: []string{"account.view", "asset.view"}}, st)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -49,10 +49,11 @@ type Observer interface {
 	UpstreamCall(endpoint, outcome string, d time.Duration)
 }
 
-// Config configures a Broker. Zero values take the documented defaults.
+// Config configures the broker of any kind (New, NewAPIKeys, NewAPIUsers).
+// Zero values take the documented defaults.
 type Config struct {
-	// AuthURL is the base of the token endpoint; tokens come from POST
-	// {AuthURL}/apptoken. Required.
+	// AuthURL is the base of the token endpoints; tokens come from POST
+	// {AuthURL}/apptoken, /token/v2 or /token, by kind. Required.
 	AuthURL string
 	// DefaultScopes are used when a request names none.
 	DefaultScopes []string
@@ -102,6 +103,11 @@ type Config struct {
 	// proved itself alive within the last second; while it does not, a
 	// cached token is served only after the credential's row is checked.
 	Confirmed func() bool
+	// Revalidate, if set, is how long a cached token is served before the
+	// credential's row is read again, which bounds how long a change made
+	// through another replica and not notified goes unseen. NewAPIUsers
+	// defaults it to 1 s: API user changes are not notified.
+	Revalidate time.Duration
 }
 
 // Request asks for an access token for one install.
@@ -146,12 +152,13 @@ type Broker struct {
 	obs           Observer
 	flushInterval time.Duration
 
-	kind      credKind
-	shared    SharedStore // nil: tokens are not shared (fakes)
-	owner     string      // this replica's lease id
-	leaseFor  time.Duration
-	limits    limits
-	confirmed func() bool
+	kind       credKind
+	leases     leases // how the fleet shares the kind's tokens (shared.go)
+	owner      string // this replica's lease id
+	leaseFor   time.Duration
+	limits     limits
+	confirmed  func() bool
+	revalidate time.Duration
 	// afterUpstream, set by tests only, runs once Trackunit has answered
 	// and before the token is committed; an error stops there, as a crash
 	// at that moment would (the lease is neither committed nor released).
@@ -159,6 +166,7 @@ type Broker struct {
 
 	cache   *cache
 	flight  singleflight.Group
+	checks  singleflight.Group // Revalidate's reads, one per key at a time
 	results chan store.TokenResult
 	dropped atomic.Int64
 	// bg tracks refresh-ahead goroutines so tests can wait for them.
@@ -175,8 +183,19 @@ func New(cfg Config, st Store) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.kind = installKind{b: b, st: st}
+	b.setClientCredentials(installKind{b: b, st: st}, st)
 	return b, nil
+}
+
+// setClientCredentials makes b serve a client-credentials kind, its tokens
+// shared through shared_tokens when st has it.
+func (b *Broker) setClientCredentials(k clientCredentials, st any) {
+	b.kind = k
+	if ss, ok := st.(SharedStore); ok {
+		b.leases = sharedLeases{b: b, st: ss, k: k}
+	} else {
+		b.leases = localLeases{b: b, k: k}
+	}
 }
 
 // newCore builds the part of a broker every kind shares.
@@ -195,6 +214,7 @@ func newCore(cfg Config, st Store, path string) (*Broker, error) {
 	}{
 		{"RefreshMargin", cfg.RefreshMargin}, {"MaxRetryAfter", cfg.MaxRetryAfter},
 		{"BaseBackoff", cfg.BaseBackoff}, {"FetchTimeout", cfg.FetchTimeout}, {"FlushInterval", cfg.FlushInterval},
+		{"Revalidate", cfg.Revalidate},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("token: %s must not be negative", d.name))
@@ -226,11 +246,11 @@ func newCore(cfg Config, st Store, path string) (*Broker, error) {
 	if b.obs == nil {
 		b.obs = nopObserver{}
 	}
-	b.shared, _ = st.(SharedStore)
 	b.owner = newOwnerID()
 	b.leaseFor = orDefault(cfg.LeaseTimeout, b.fetchTimeout+time.Second)
 	b.limits = newLimits(cfg.Fetches, orDefault(cfg.MaxFetches, 256))
 	b.confirmed = cfg.Confirmed
+	b.revalidate = cfg.Revalidate
 	return b, nil
 }
 
@@ -267,7 +287,7 @@ func (b *Broker) Token(ctx context.Context, r Request) (Token, error) {
 	now := b.now()
 	need := max(r.MinValid, minServeLeft)
 
-	if e := b.cache.get(key); e != nil && e.tok.ExpiresAt.Sub(now) > need && (b.confirmed == nil || b.confirmed()) {
+	if e := b.cache.get(key); e != nil && e.tok.ExpiresAt.Sub(now) > need && !b.checkDue(e, now) {
 		b.obs.CacheHit(b.kind.name())
 		if now.UnixNano() >= e.nextRefresh.Load() {
 			b.refreshAhead(ctx, e)
@@ -284,7 +304,7 @@ func (b *Broker) Token(ctx context.Context, r Request) (Token, error) {
 func (b *Broker) serve(ctx context.Context, f fetchReq, now time.Time) (Token, error) {
 	e := b.cache.peek(f.key)
 	if e != nil && e.tok.ExpiresAt.Sub(now) > f.need {
-		if err := b.recheck(ctx, f, e); err != nil {
+		if err := b.recheck(ctx, f, e, now); err != nil {
 			return Token{}, err
 		}
 		if b.cache.peek(f.key) == e {
@@ -296,25 +316,63 @@ func (b *Broker) serve(ctx context.Context, f fetchReq, now time.Time) (Token, e
 		}
 	}
 	b.obs.CacheMiss(b.kind.name())
-	return b.wait(ctx, f, e)
+	tok, err := b.wait(ctx, f, e)
+	if err == nil {
+		// A token another replica stored may already be inside its
+		// refresh window.
+		if cur := b.cache.peek(f.key); cur != nil && b.now().UnixNano() >= cur.nextRefresh.Load() {
+			b.refreshAhead(ctx, cur)
+		}
+	}
+	return tok, err
+}
+
+// checkDue reports whether e must be checked against its credential's row
+// before it is served: always while the install-change listener cannot
+// confirm it is alive, and every Revalidate where that is set.
+func (b *Broker) checkDue(e *entry, now time.Time) bool {
+	return (b.confirmed != nil && !b.confirmed()) ||
+		(b.revalidate > 0 && now.UnixNano() >= e.checked.Load()+int64(b.revalidate))
 }
 
 // recheck: while the install-change listener cannot confirm it is alive,
 // this replica may have missed an uninstall or new credentials committed
 // elsewhere, so before serving a cached token it reads the credential's
-// status and version; a change drops the cached tokens.
-func (b *Broker) recheck(ctx context.Context, f fetchReq, e *entry) error {
-	if b.confirmed == nil || b.confirmed() {
+// row; so it does every Revalidate, when every caller past it waits for one
+// shared read. A change drops the cached tokens.
+func (b *Broker) recheck(ctx context.Context, f fetchReq, e *entry, now time.Time) error {
+	if b.confirmed != nil && !b.confirmed() {
+		return b.check(ctx, f, e)
+	}
+	if b.revalidate == 0 || now.UnixNano() < e.checked.Load()+int64(b.revalidate) {
 		return nil
 	}
-	ok, err := b.kind.current(ctx, f, e.version)
+	ch := b.checks.DoChan(f.key, func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.fetchTimeout)
+		defer cancel()
+		return nil, b.check(cctx, f, e)
+	})
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("token: checking the cached token: %w", ctx.Err())
+	case res := <-ch:
+		return res.Err
+	}
+}
+
+// check reads e's credential row: a change drops the credential's cached
+// tokens, else e counts as checked now.
+func (b *Broker) check(ctx context.Context, f fetchReq, e *entry) error {
+	ok, err := b.kind.current(ctx, f, e)
 	if err != nil {
 		b.dropOnDefiniteError(f, err)
 		return err
 	}
 	if !ok {
 		b.cache.invalidate(f.install)
+		return nil
 	}
+	e.checked.Store(b.now().UnixNano())
 	return nil
 }
 

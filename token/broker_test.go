@@ -30,11 +30,11 @@ func TestManyCallersOneColdKeyShareOneUpstreamCall(t *testing.T) {
 	}
 	wg.Wait()
 	for i := range callers {
-		if errs[i] != nil || tokens[i] != accessToken(1) {
-			t.Fatalf("caller %d: token %q, err %v; want %q", i, tokens[i], errs[i], accessToken(1))
+		if errs[i] != nil || tokens[i] != e.up.token(1) {
+			t.Fatalf("caller %d: token %q, err %v; want %q", i, tokens[i], errs[i], e.up.token(1))
 		}
 	}
-	if got := e.up.calls.Load(); got != 1 {
+	if got := e.up.calls(); got != 1 {
 		t.Errorf("upstream calls = %d, want 1", got)
 	}
 	want := []seenRequest{{ClientID: clientIDFor("acct-1"), ClientSecret: testSecret, GrantType: "client_credentials",
@@ -73,7 +73,7 @@ func TestManyAccountsOneUpstreamCallEach(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	if got := e.up.calls.Load(); got != accounts {
+	if got := e.up.calls(); got != accounts {
 		t.Errorf("upstream calls = %d, want %d", got, accounts)
 	}
 	distinct := make(map[string]bool)
@@ -103,13 +103,13 @@ func TestScopeSetsAreNormalizedIntoOneKey(t *testing.T) {
 			t.Errorf("Token(%q) scopes (-want +got):\n%s", scopes, diff)
 		}
 	}
-	if got := e.up.calls.Load(); got != 1 {
+	if got := e.up.calls(); got != 1 {
 		t.Errorf("upstream calls = %d, want 1", got)
 	}
 	if _, err := e.b.Token(ctx, req("acct-1", "c.view")); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.up.calls.Load(); got != 2 {
+	if got := e.up.calls(); got != 2 {
 		t.Errorf("upstream calls after another scope set = %d, want 2", got)
 	}
 }
@@ -140,7 +140,7 @@ func TestRequestValidation(t *testing.T) {
 			}
 		})
 	}
-	if got := noDefaults.up.calls.Load(); got != 0 {
+	if got := noDefaults.up.calls(); got != 0 {
 		t.Errorf("upstream calls = %d, want 0", got)
 	}
 }
@@ -172,7 +172,7 @@ func TestInstallStatus(t *testing.T) {
 			if !errors.Is(err, tt.want) || !errors.Is(err, tt.wantIs) {
 				t.Errorf("err = %v, want %v wrapping %v", err, tt.want, tt.wantIs)
 			}
-			if got := e.up.calls.Load(); got != 0 {
+			if got := e.up.calls(); got != 0 {
 				t.Errorf("upstream calls = %d, want 0", got)
 			}
 		})
@@ -199,7 +199,7 @@ func TestCachedTokenReusedUntilRefreshWindow(t *testing.T) {
 		}
 	}
 	e.b.bg.Wait()
-	if got := e.up.calls.Load(); got != 1 {
+	if got := e.up.calls(); got != 1 {
 		t.Fatalf("upstream calls before the refresh point = %d, want 1", got)
 	}
 
@@ -209,12 +209,12 @@ func TestCachedTokenReusedUntilRefreshWindow(t *testing.T) {
 		t.Fatalf("in the window: token %v err %v, want the cached one served", tok.AccessToken.Reveal(), err)
 	}
 	e.b.bg.Wait()
-	if got := e.up.calls.Load(); got != 2 {
+	if got := e.up.calls(); got != 2 {
 		t.Fatalf("upstream calls after the refresh point = %d, want 2", got)
 	}
 	tok, err = e.b.Token(ctx, req("acct-1"))
-	if err != nil || tok.AccessToken.Reveal() != accessToken(2) {
-		t.Fatalf("after refresh: token %v err %v, want %s", tok.AccessToken.Reveal(), err, accessToken(2))
+	if err != nil || tok.AccessToken.Reveal() != e.up.token(2) {
+		t.Fatalf("after refresh: token %v err %v, want %s", tok.AccessToken.Reveal(), err, e.up.token(2))
 	}
 	if got, want := e.obs.hits.Load(), int64(7); got != want {
 		t.Errorf("cache hits = %d, want %d", got, want)
@@ -252,12 +252,12 @@ func TestRefreshAheadStartsOneBackgroundCallAndKeepsServing(t *testing.T) {
 	}
 	e.up.open()
 	e.b.bg.Wait()
-	if got := e.up.calls.Load(); got != 2 {
+	if got := e.up.calls(); got != 2 {
 		t.Errorf("upstream calls = %d, want 2", got)
 	}
 	tok, err := e.b.Token(ctx, req("acct-1"))
-	if err != nil || tok.AccessToken.Reveal() != accessToken(2) {
-		t.Errorf("after refresh: token %v err %v, want %s", tok.AccessToken.Reveal(), err, accessToken(2))
+	if err != nil || tok.AccessToken.Reveal() != e.up.token(2) {
+		t.Errorf("after refresh: token %v err %v, want %s", tok.AccessToken.Reveal(), err, e.up.token(2))
 	}
 	if want := epoch.Add(time.Hour - 4*time.Minute + time.Hour); !tok.ExpiresAt.Equal(want) {
 		t.Errorf("refreshed ExpiresAt = %v, want %v", tok.ExpiresAt, want)
@@ -299,9 +299,9 @@ func TestMinValid(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := accessToken(1)
+			want := e.up.token(1)
 			if tt.wantNew {
-				want = accessToken(2)
+				want = e.up.token(2)
 			}
 			if got := tok.AccessToken.Reveal(); got != want {
 				t.Errorf("token = %s, want %s", got, want)
@@ -330,7 +330,7 @@ func TestCallerCancellingDoesNotFailOtherWaiters(t *testing.T) {
 	for range others {
 		go func() {
 			tok, err := e.b.Token(ctx, req("acct-1"))
-			if err == nil && tok.AccessToken.Reveal() != accessToken(1) {
+			if err == nil && tok.AccessToken.Reveal() != e.up.token(1) {
 				err = fmt.Errorf("got token %s", tok.AccessToken.Reveal())
 			}
 			results <- err
@@ -346,7 +346,7 @@ func TestCallerCancellingDoesNotFailOtherWaiters(t *testing.T) {
 			t.Errorf("other waiter: %v", err)
 		}
 	}
-	if got := e.up.calls.Load(); got != 1 {
+	if got := e.up.calls(); got != 1 {
 		t.Errorf("upstream calls = %d, want 1", got)
 	}
 }
@@ -394,10 +394,10 @@ func TestRefreshThatFindsTheInstallGoneEndsItsCachedTokens(t *testing.T) {
 	}{
 		{"uninstalled without an Invalidate", func(e *env) { e.st.setStatus(testApp, "acct-1", store.StatusUninstalled) }, ErrUninstalled},
 		{"credentials revoked upstream", func(e *env) {
-			e.up.setAlways(&reply{status: 401, contentType: "application/json", body: `{"error":"invalid_client"}`})
+			e.up.setAlways(&reply{Raw: true, Status: 401, ContentType: "application/json", Body: `{"error":"invalid_client"}`})
 		}, ErrCredentialsRejected},
 		{"scope no longer granted", func(e *env) {
-			e.up.setAlways(&reply{status: 400, contentType: "application/json", body: `{"error":"invalid_scope"}`})
+			e.up.setAlways(&reply{Raw: true, Status: 400, ContentType: "application/json", Body: `{"error":"invalid_scope"}`})
 		}, ErrInvalidScope},
 	}
 	for _, tt := range tests {
@@ -431,7 +431,7 @@ func TestCancelledCallerStartsNoFetch(t *testing.T) {
 	if _, err := e.b.Token(ctx, req("acct-1")); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
-	if got := e.st.credCalls.Load() + e.up.calls.Load(); got != 0 {
+	if got := e.st.credCalls.Load() + e.up.calls(); got != 0 {
 		t.Errorf("store and upstream calls = %d, want 0", got)
 	}
 }

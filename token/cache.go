@@ -22,7 +22,10 @@ type entry struct {
 	// refresh; pushed back after a failed one so an outage is not hammered.
 	nextRefresh atomic.Int64
 	refreshing  atomic.Bool
-	heapIdx     int
+	// checked (unix nanoseconds) is when the token was last known to be
+	// its credential's current one (Config.Revalidate).
+	checked atomic.Int64
+	heapIdx int
 }
 
 // cache holds the tokens, an index by install for Invalidate, a min-heap by

@@ -32,7 +32,7 @@ func TestInvalidateDropsEveryScopeSetOfTheInstall(t *testing.T) {
 		}
 		got = append(got, tok.AccessToken.Reveal())
 	}
-	want := []string{accessToken(4), accessToken(5), accessToken(3)}
+	want := []string{e.up.token(4), e.up.token(5), e.up.token(3)}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("tokens after Invalidate(acct-1) (-want +got):\n%s", diff)
 	}
@@ -44,7 +44,7 @@ func TestInvalidateDropsEveryScopeSetOfTheInstall(t *testing.T) {
 	if _, err := e.b.Token(ctx, reqs[2]); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.up.calls.Load(); got != 6 {
+	if got := e.up.calls(); got != 6 {
 		t.Errorf("upstream calls = %d, want 6", got)
 	}
 }
@@ -100,12 +100,12 @@ func TestInvalidateWinsOverFetchInFlight(t *testing.T) {
 				}
 				return
 			}
-			if got := res.tok.AccessToken.Reveal(); got != accessToken(2) {
-				t.Errorf("token = %s, want %s (the stale %s must not be handed out)", got, accessToken(2), accessToken(1))
+			if got := res.tok.AccessToken.Reveal(); got != e.up.token(2) {
+				t.Errorf("token = %s, want %s (the stale %s must not be handed out)", got, e.up.token(2), e.up.token(1))
 			}
 			tok, err := e.b.Token(ctx, req("acct-1"))
-			if err != nil || tok.AccessToken.Reveal() != accessToken(2) {
-				t.Errorf("cached afterwards: %v %v, want %s", tok.AccessToken.Reveal(), err, accessToken(2))
+			if err != nil || tok.AccessToken.Reveal() != e.up.token(2) {
+				t.Errorf("cached afterwards: %v %v, want %s", tok.AccessToken.Reveal(), err, e.up.token(2))
 			}
 		})
 	}
@@ -138,13 +138,13 @@ func TestCacheBoundEvictsExpiredFirstThenOldest(t *testing.T) {
 	if diff := cmp.Diff([]string{"c", "d", "e"}, cachedAccounts(e.b)); diff != "" {
 		t.Errorf("after e (-want +got):\n%s", diff)
 	}
-	calls := e.up.calls.Load()
+	calls := e.up.calls()
 	mint("c")
-	if got := e.up.calls.Load(); got != calls {
+	if got := e.up.calls(); got != calls {
 		t.Errorf("c was not served from the cache")
 	}
 	mint("b")
-	if got := e.up.calls.Load(); got != calls+1 {
+	if got := e.up.calls(); got != calls+1 {
 		t.Errorf("evicted b was not fetched again")
 	}
 }

@@ -35,6 +35,15 @@ type upstreamError struct {
 	retryAfter    time.Duration
 	hasRetryAfter bool
 	attempts      int
+	// lost: the answer was lost twice after Trackunit may have processed
+	// the request (exchange with retryLost).
+	lost bool
+}
+
+// scrub removes what was sent (credentials, tokens) from the upstream's
+// code and description, which may quote it.
+func (e *upstreamError) scrub(secrets ...string) {
+	e.desc, e.code = scrub(e.desc, secrets...), scrub(e.code, secrets...)
 }
 
 func (e *upstreamError) summary() string {

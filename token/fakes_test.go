@@ -2,7 +2,6 @@ package token
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
+	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
 const (
@@ -24,8 +24,10 @@ const (
 
 var epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// fakeStore is an in-memory Store.
+// fakeStore is an in-memory Store; each install it stores is a client of
+// sim, when set.
 type fakeStore struct {
+	sim       *trackunitsim.Sim
 	mu        sync.Mutex
 	installs  map[string]store.Credentials
 	credCalls atomic.Int64
@@ -52,6 +54,9 @@ func (s *fakeStore) install(app, account, secret string) {
 	v := s.installs[k].Version + 1
 	s.installs[k] = store.Credentials{IrisAppID: app, AccountID: account, Status: store.StatusInstalled,
 		ClientID: crypto.Secret(clientIDFor(account)), ClientSecret: crypto.Secret(secret), Version: v}
+	if s.sim != nil {
+		s.sim.AddClient(clientIDFor(account), crypto.Secret(secret), nil)
+	}
 }
 
 func (s *fakeStore) setStatus(app, account string, st store.InstallStatus) {
@@ -111,147 +116,125 @@ func (s *fakeStore) getResults() [][]store.TokenResult {
 	return append([][]store.TokenResult(nil), s.results...)
 }
 
-// reply is one scripted upstream answer.
-type reply struct {
-	status      int
-	contentType string
-	body        string
-	header      map[string]string
-	hang        bool // block until the client gives up
-}
+// reply is one scripted upstream answer: a simulator fault, Raw for an
+// exact status, header and body.
+type reply = trackunitsim.Fault
 
-// seenRequest is what the fake token endpoint received.
+// testScopes are the scopes the simulator grants a test install: Trackunit's
+// app scopes and a few short ones.
+var testScopes = append(trackunitsim.AppScopes(), "a.view", "b.view", "c.view")
+
+// seenRequest is what the token endpoint received.
 type seenRequest struct {
 	ClientID, ClientSecret, GrantType, Scope string
 	AuthHeader                               bool
 }
 
-// fakeUpstream is an httptest /apptoken endpoint. Calls are answered from
-// script in order, then with a fresh token.
-type fakeUpstream struct {
-	srv   *httptest.Server
-	calls atomic.Int64
+// upstream is the Trackunit simulator serving /apptoken to the broker under
+// test, with its faults and its record of requests; its clock is the
+// test's.
+type upstream struct {
+	sim *trackunitsim.Sim
+	url string
 
 	mu       sync.Mutex
-	script   []reply
-	always   *reply        // when set, every unscripted call gets it
-	gate     chan struct{} // when set, calls wait for it to close
-	lifetime int           // expires_in of minted tokens
-	seen     []seenRequest
-	received chan int // call numbers, as they arrive
+	release  func() // of the current Hold
+	consumed int    // arrivals waitReceived has returned
 }
 
-func newFakeUpstream(t testing.TB) *fakeUpstream {
-	u := &fakeUpstream{lifetime: 3600, received: make(chan int, 1024)}
-	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
+func newUpstream(t testing.TB, now func() time.Time) *upstream {
+	sim, err := trackunitsim.New(trackunitsim.Options{Now: now, RecordRequests: true, AllowedScopes: testScopes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim.Handler())
+	u := &upstream{sim: sim, url: srv.URL}
 	t.Cleanup(func() {
 		u.open()
-		u.srv.Close()
+		sim.Close()
+		srv.Close()
 	})
 	return u
 }
 
-func (u *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/apptoken" || r.Method != http.MethodPost {
-		http.NotFound(w, r)
-		return
+// calls is how many requests reached /apptoken.
+func (u *upstream) calls() int64 { return int64(u.sim.Calls(trackunitsim.EndpointAppToken)) }
+
+// token is the access token answered to the n-th request (from 1), "" when
+// it got none.
+func (u *upstream) token(n int) string {
+	rs := u.sim.Requests(trackunitsim.EndpointAppToken)
+	if n < 1 || n > len(rs) {
+		return ""
 	}
-	_ = r.ParseForm()
-	n := int(u.calls.Add(1))
-	u.mu.Lock()
-	u.seen = append(u.seen, seenRequest{ClientID: r.PostForm.Get("client_id"), ClientSecret: r.PostForm.Get("client_secret"),
-		GrantType: r.PostForm.Get("grant_type"), Scope: r.PostForm.Get("scope"), AuthHeader: r.Header.Get("Authorization") != ""})
-	var rep *reply
-	if len(u.script) > 0 {
-		rep = &u.script[0]
-		u.script = u.script[1:]
-	} else if u.always != nil {
-		rep = u.always
-	}
-	gate, life := u.gate, u.lifetime
-	u.mu.Unlock()
-	select {
-	case u.received <- n:
-	default:
-	}
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-			return
+	return rs[n-1].AccessToken
+}
+
+// issued is every access token /apptoken answered with.
+func (u *upstream) issued() []string {
+	var out []string
+	for _, r := range u.sim.Requests(trackunitsim.EndpointAppToken) {
+		if r.AccessToken != "" {
+			out = append(out, r.AccessToken)
 		}
 	}
-	if rep != nil && rep.hang {
-		<-r.Context().Done()
+	return out
+}
+
+// hold keeps the answers of requests until open.
+func (u *upstream) hold() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.release == nil {
+		u.release = u.sim.Hold(trackunitsim.EndpointAppToken)
+	}
+}
+
+func (u *upstream) open() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.release != nil {
+		u.release()
+		u.release = nil
+	}
+}
+
+// setScript answers the next requests with rs, one each, then normally.
+func (u *upstream) setScript(rs ...reply) {
+	u.sim.InjectFaults(trackunitsim.EndpointAppToken, rs...)
+}
+
+// setAlways answers every request with r until it is set again; nil
+// answers normally.
+func (u *upstream) setAlways(r *reply) {
+	if r == nil {
+		u.sim.ClearFaults()
 		return
 	}
-	if rep != nil {
-		for k, v := range rep.header {
-			w.Header().Set(k, v)
-		}
-		w.Header().Set("Content-Type", rep.contentType)
-		w.WriteHeader(rep.status)
-		_, _ = w.Write([]byte(rep.body))
-		return
+	u.sim.InjectFault(trackunitsim.EndpointAppToken, *r)
+}
+
+func (u *upstream) setLifetime(s int) { u.sim.SetTokenTTL(time.Duration(s) * time.Second) }
+
+func (u *upstream) getSeen() []seenRequest {
+	var out []seenRequest
+	for _, r := range u.sim.Requests(trackunitsim.EndpointAppToken) {
+		out = append(out, seenRequest{ClientID: r.ClientID, ClientSecret: r.ClientSecret.Reveal(),
+			GrantType: r.GrantType, Scope: r.Scope, AuthHeader: r.BasicAuth})
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"access_token": accessToken(n), "token_type": "Bearer", "expires_in": life, "scope": r.PostForm.Get("scope"),
-	})
+	return out
 }
 
-func accessToken(n int) string { return fmt.Sprintf("eyJ.AT-SECRET-%d.sig", n) }
-
-// hold makes calls wait until open.
-func (u *fakeUpstream) hold() {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.gate = make(chan struct{})
-}
-
-func (u *fakeUpstream) open() {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.gate != nil {
-		close(u.gate)
-		u.gate = nil
-	}
-}
-
-func (u *fakeUpstream) setScript(rs ...reply) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.script = rs
-}
-
-func (u *fakeUpstream) setAlways(r *reply) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.always = r
-}
-
-func (u *fakeUpstream) setLifetime(s int) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.lifetime = s
-}
-
-func (u *fakeUpstream) getSeen() []seenRequest {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]seenRequest(nil), u.seen...)
-}
-
-// waitReceived waits for the next request to arrive at the endpoint.
-func (u *fakeUpstream) waitReceived(t *testing.T) int {
+// waitReceived waits for the next request to arrive at the endpoint and
+// returns its number.
+func (u *upstream) waitReceived(t *testing.T) int {
 	t.Helper()
-	select {
-	case n := <-u.received:
-		return n
-	case <-time.After(10 * time.Second):
-		t.Fatal("no upstream request arrived")
-		return 0
-	}
+	u.mu.Lock()
+	u.consumed++
+	n := u.consumed
+	u.mu.Unlock()
+	eventually(t, "an upstream request", func() bool { return u.calls() >= int64(n) })
+	return n
 }
 
 // sleepRec records requested backoff sleeps without sleeping.
@@ -300,7 +283,7 @@ func (o *fakeObs) getOutcomes() []string {
 type env struct {
 	b      *Broker
 	st     *fakeStore
-	up     *fakeUpstream
+	up     *upstream
 	clock  *testkit.Clock
 	sleeps *sleepRec
 	obs    *fakeObs
@@ -309,10 +292,12 @@ type env struct {
 
 func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
-	e := &env{st: newFakeStore(), up: newFakeUpstream(t), clock: testkit.NewClock(epoch),
+	e := &env{st: newFakeStore(), clock: testkit.NewClock(epoch),
 		sleeps: &sleepRec{}, obs: &fakeObs{}, logs: &testkit.Buffer{}}
+	e.up = newUpstream(t, e.clock.Now)
+	e.st.sim = e.up.sim
 	cfg := Config{
-		AuthURL:       e.up.srv.URL + "/",
+		AuthURL:       e.up.url + "/",
 		DefaultScopes: []string{"asset.view"},
 		RefreshMargin: 5 * time.Minute,
 		HTTPClient:    &http.Client{Timeout: 5 * time.Second},

@@ -101,10 +101,10 @@ func (b *Broker) flightFunc(ctx context.Context, f fetchReq, seen *entry) func()
 func (b *Broker) fetch(ctx context.Context, f fetchReq) (Token, error) {
 	for round := 1; ; round++ {
 		start := b.cache.currentEpoch()
-		tok, version, err := b.mint(ctx, f)
+		m, err := b.mint(ctx, f)
 		if err == nil {
-			if b.cache.put(b.newEntry(f, tok, version), start, b.now()) {
-				return tok, nil
+			if b.cache.put(b.newEntry(f, m), start, b.now()) {
+				return m.tok, nil
 			}
 		} else if !b.cache.stale(f.install, start) {
 			b.dropOnDefiniteError(f, err)
@@ -133,17 +133,19 @@ func (b *Broker) dropOnDefiniteError(f fetchReq, err error) {
 	}
 }
 
-// newEntry wraps a fresh token with its jittered refresh point: each entry
-// renews at a random point in [margin, 1.2*margin] before expiry, and never
-// later than half its lifetime, so short-lived tokens are still renewed
-// ahead and a fleet of entries does not renew in lock-step.
-func (b *Broker) newEntry(f fetchReq, tok Token, version int64) *entry {
+// newEntry wraps a token with its jittered refresh point: each entry renews
+// at a random point in [margin, 1.2*margin] before expiry, and never later
+// than half its lifetime (the whole one when the store knows it, else what
+// is left), so short-lived tokens are still renewed ahead and a fleet of
+// entries does not renew in lock-step.
+func (b *Broker) newEntry(f fetchReq, m minted) *entry {
 	now := b.now()
+	tok := m.tok
 	margin := b.margin + time.Duration(b.rand()*0.2*float64(b.margin))
-	if life := tok.ExpiresAt.Sub(now); margin > life/2 {
-		margin = life / 2
-	}
-	e := &entry{key: f.key, install: f.install, app: f.app, account: f.account, scopes: f.scopes, tok: tok, version: version}
+	life := max(m.life, tok.ExpiresAt.Sub(now))
+	margin = min(margin, life/2)
+	e := &entry{key: f.key, install: f.install, app: f.app, account: f.account, scopes: f.scopes, tok: tok, version: m.version}
 	e.nextRefresh.Store(tok.ExpiresAt.Add(-margin).UnixNano())
+	e.checked.Store(now.UnixNano())
 	return e
 }

@@ -14,25 +14,6 @@ import (
 // each install's client credentials): the core with the install kind.
 type InstallTokens = Broker
 
-// credKind is what a credential kind adds to the core: where its
-// credentials come from, how a rejection is recorded, what it is called.
-type credKind interface {
-	name() string     // metrics label and shared-token kind
-	label() string    // for log messages: "install", "API key"
-	endpoint() string // metrics label of the token endpoint
-	attrs(f fetchReq) []slog.Attr
-	// sharedKey names the fetch's row in the shared token table.
-	sharedKey(f fetchReq) store.TokenKey
-	// load reads and checks the credentials; errors are classified.
-	load(ctx context.Context, f fetchReq) (store.Credentials, error)
-	// current reports whether the credential is still usable at version
-	// (the deaf-replica check).
-	current(ctx context.Context, f fetchReq, version int64) (bool, error)
-	markRejected(ctx context.Context, f fetchReq, version int64, code string) error
-	record(ctx context.Context, f fetchReq, lastError string)
-	rejected() error // the kind's credentials-rejected sentinel
-}
-
 // installKind is the install credential kind.
 type installKind struct {
 	b  *Broker
@@ -62,7 +43,10 @@ func (k installKind) load(ctx context.Context, f fetchReq) (store.Credentials, e
 			slog.String("iris_app_id", f.app), slog.String("account_id", f.account), slog.Any("error", err))
 		return creds, fmt.Errorf("%w: loading install credentials: %w", ErrUnavailable, err)
 	}
-	return creds, installStatusError(creds.Status)
+	if err := installStatusError(creds.Status); err != nil {
+		return creds, err
+	}
+	return creds, requireClientSecrets(creds)
 }
 
 func installStatusError(st store.InstallStatus) error {
@@ -84,7 +68,7 @@ type InstallVersioner interface {
 	InstallVersion(ctx context.Context, irisAppID, accountID string) (store.InstallStatus, int64, error)
 }
 
-func (k installKind) current(ctx context.Context, f fetchReq, version int64) (bool, error) {
+func (k installKind) current(ctx context.Context, f fetchReq, e *entry) (bool, error) {
 	v, ok := k.st.(InstallVersioner)
 	if !ok {
 		return true, nil
@@ -99,7 +83,7 @@ func (k installKind) current(ctx context.Context, f fetchReq, version int64) (bo
 	if err := installStatusError(st); err != nil {
 		return false, err
 	}
-	return cur == version, nil
+	return cur == e.version, nil
 }
 
 func (k installKind) markRejected(ctx context.Context, f fetchReq, version int64, code string) error {
@@ -122,7 +106,7 @@ type ForgetStore interface {
 // is kept. scopes are as for Token (none means the defaults).
 func (b *Broker) Forget(ctx context.Context, irisAppID, accountID string, scopes []string, rejected crypto.Secret) error {
 	b.Invalidate(irisAppID, accountID)
-	fs, ok := b.shared.(ForgetStore)
+	fs, ok := b.st.(ForgetStore)
 	if !ok {
 		return nil
 	}
@@ -134,5 +118,5 @@ func (b *Broker) Forget(ctx context.Context, irisAppID, accountID string, scopes
 		norm = b.defaultScopes
 	}
 	f := fetchReq{app: irisAppID, account: accountID, scopes: norm}
-	return fs.ForgetSharedToken(ctx, b.kind.sharedKey(f), rejected)
+	return fs.ForgetSharedToken(ctx, installKind{}.sharedKey(f), rejected)
 }

@@ -11,7 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// policy is how both brokers call Trackunit's auth server: the HTTP client,
+// policy is how every kind calls Trackunit's auth server: the HTTP client,
 // the clock, the retry budget and the jitter source.
 type policy struct {
 	httpClient    *http.Client

@@ -20,29 +20,37 @@ import (
 // is the lifetime Trackunit documents for /apptoken.
 const defaultLifetime = time.Hour
 
+// minted is a token with what its cache entry needs besides.
+type minted struct {
+	tok     Token
+	version int64         // of the credentials it was minted with
+	life    time.Duration // its whole lifetime when known (a stored token), else 0
+}
+
 // mint reads the credentials and obtains a token for them: the one shared
 // in the database when it is valid for f.need, else from Trackunit under the
 // fleet-wide lease (shared.go). The credentials live only for this call.
-// It returns the credentials' version with the token.
-func (b *Broker) mint(ctx context.Context, f fetchReq) (Token, int64, error) {
+func (b *Broker) mint(ctx context.Context, f fetchReq) (minted, error) {
 	creds, err := b.kind.load(ctx, f)
 	if err != nil {
-		return Token{}, 0, err
+		return minted{}, err
 	}
-	if creds.ClientID.IsZero() || creds.ClientSecret.IsZero() {
-		return Token{}, 0, fmt.Errorf("%w: no stored credentials", ErrUnavailable)
-	}
-	if b.shared == nil {
-		tok, err := b.call(ctx, f, creds)
-		return tok, creds.Version, err
-	}
-	tok, err := b.mintShared(ctx, f, creds)
-	return tok, creds.Version, err
+	tok, life, err := b.mintShared(ctx, f, creds)
+	return minted{tok: tok, version: creds.Version, life: life}, err
 }
 
-// call exchanges the credentials for a token at the kind's endpoint and
-// records the outcome.
-func (b *Broker) call(ctx context.Context, f fetchReq, creds store.Credentials) (Token, error) {
+// requireClientSecrets refuses credentials a client-credentials grant
+// cannot use.
+func requireClientSecrets(creds store.Credentials) error {
+	if creds.ClientID.IsZero() || creds.ClientSecret.IsZero() {
+		return fmt.Errorf("%w: no stored credentials", ErrUnavailable)
+	}
+	return nil
+}
+
+// call exchanges a client-credentials kind's credentials for a token at the
+// kind's endpoint and records the outcome.
+func (b *Broker) call(ctx context.Context, k clientCredentials, f fetchReq, creds store.Credentials) (Token, error) {
 	cc := &clientcredentials.Config{
 		ClientID:     creds.ClientID.Reveal(),
 		ClientSecret: creds.ClientSecret.Reveal(),
@@ -50,65 +58,98 @@ func (b *Broker) call(ctx context.Context, f fetchReq, creds store.Credentials) 
 		Scopes:       f.scopes,
 		AuthStyle:    oauth2.AuthStyleInParams, // in the form body, never a header
 	}
-	tok, uerr := b.retrieve(context.WithValue(ctx, oauth2.HTTPClient, b.httpClient), cc, f)
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, b.httpClient)
+	tok, _, uerr := b.exchange(ctx, f, grantClientCredentials, f.scopes, false, func() (*oauth2.Token, error) { return cc.Token(ctx) })
 	if uerr == nil {
-		b.kind.record(ctx, f, "")
+		k.record(ctx, f, "")
 		return tok, nil
 	}
 	// Upstream error text may quote what was sent; scrub before it can
 	// reach an error or a log line.
-	uerr.desc = scrub(uerr.desc, cc.ClientID, cc.ClientSecret)
-	uerr.code = scrub(uerr.code, cc.ClientID, cc.ClientSecret)
-	attrs := append(b.kind.attrs(f), slog.Int("status", uerr.status), slog.String("code", uerr.code), slog.String("description", uerr.desc))
+	uerr.scrub(cc.ClientID, cc.ClientSecret)
+	attrs := append(k.attrs(f), slog.Int("status", uerr.status), slog.String("code", uerr.code), slog.String("description", uerr.desc))
 	switch uerr.kind {
 	case kindRejected:
-		b.kind.record(ctx, f, "invalid_client")
-		if err := b.kind.markRejected(ctx, f, creds.Version, "invalid_client"); err != nil {
+		k.record(ctx, f, "invalid_client")
+		if err := k.markRejected(ctx, f, creds.Version, "invalid_client"); err != nil {
 			b.log.LogAttrs(ctx, slog.LevelError, "marking credentials rejected failed", append(attrs, slog.Any("error", err))...)
 		}
-		b.log.LogAttrs(ctx, slog.LevelWarn, b.kind.label()+" credentials rejected by token endpoint", attrs...)
-		return Token{}, fmt.Errorf("%w: %s", b.kind.rejected(), uerr.summary())
+		b.log.LogAttrs(ctx, slog.LevelWarn, k.label()+" credentials rejected by token endpoint", attrs...)
+		return Token{}, fmt.Errorf("%w: %s", k.rejected(), uerr.summary())
 	case kindInvalidScope:
-		b.kind.record(ctx, f, "invalid_scope")
+		k.record(ctx, f, "invalid_scope")
 		b.log.LogAttrs(ctx, slog.LevelInfo, "token endpoint refused scopes", attrs...)
 		return Token{}, fmt.Errorf("%w: %s", ErrInvalidScope, uerr.summary())
 	default:
-		b.kind.record(ctx, f, "unavailable")
+		k.record(ctx, f, "unavailable")
 		b.log.LogAttrs(ctx, slog.LevelError, "token endpoint unavailable", attrs...)
 		return Token{}, fmt.Errorf("%w: %s", ErrUnavailable, uerr.summary())
 	}
 }
 
-// retrieve calls the token endpoint, retrying transient failures with
-// exponential backoff and full jitter, or the server's Retry-After.
-func (b *Broker) retrieve(ctx context.Context, cc *clientcredentials.Config, f fetchReq) (Token, *upstreamError) {
+// Grant names, for logs.
+const (
+	grantClientCredentials = "client_credentials"
+	grantRefreshToken      = "refresh_token"
+	grantPassword          = "password"
+)
+
+// exchange is the one retry loop of every kind: it makes a token request
+// with call, retrying transient failures with exponential backoff and full
+// jitter, or the server's Retry-After, up to MaxAttempts. With retryLost, a
+// failure after which Trackunit may have processed the request without the
+// broker seeing its answer (a broken connection, a time-out, a 200 that is
+// not a token) is retried once at once, which a rotating refresh token's
+// grace window accepts; lost reports that the second answer was lost too.
+// The raw answer comes with the token, for what a kind reads besides.
+func (b *Broker) exchange(ctx context.Context, f fetchReq, grant string, requested []string, retryLost bool,
+	call func() (*oauth2.Token, error)) (tok Token, raw *oauth2.Token, uerr *upstreamError) {
+	lostOnce := false
 	for attempt := 1; ; attempt++ {
 		sent := b.now()
 		began := time.Now()
-		ot, err := cc.Token(ctx)
-		var tok Token
-		var uerr *upstreamError
+		ot, err := call()
 		if err == nil {
-			tok, uerr = toToken(ot, sent, f.scopes)
+			tok, uerr = toToken(ot, sent, requested)
 		} else {
 			uerr = classify(ctx, err, sent)
 		}
 		b.obs.UpstreamCall(b.kind.endpoint(), outcomeOf(uerr), time.Since(began))
 		if uerr == nil {
-			return tok, nil
+			return tok, ot, nil
 		}
 		uerr.attempts = attempt
-		if uerr.kind != kindTransient || attempt >= b.maxAttempts || ctx.Err() != nil {
-			return Token{}, uerr
+		if ctx.Err() != nil {
+			return Token{}, nil, uerr
+		}
+		if retryLost && answerMayBeLost(uerr) {
+			if lostOnce {
+				uerr.lost = true
+				return Token{}, nil, uerr
+			}
+			lostOnce = true
+			b.log.LogAttrs(ctx, slog.LevelWarn, "token answer lost; retrying at once with the same grant",
+				append(b.kind.attrs(f), slog.String("grant", grant), slog.String("outcome", uerr.outcome))...)
+			continue
+		}
+		if uerr.kind != kindTransient || attempt >= b.maxAttempts {
+			return Token{}, nil, uerr
 		}
 		delay := b.delay(attempt, uerr)
 		b.log.LogAttrs(ctx, slog.LevelWarn, "token endpoint attempt failed; retrying",
-			append(b.kind.attrs(f), slog.Int("attempt", attempt), slog.String("outcome", uerr.outcome), slog.Int("status", uerr.status),
-				slog.Duration("retry_in", delay))...)
+			append(b.kind.attrs(f), slog.String("grant", grant), slog.Int("attempt", attempt), slog.String("outcome", uerr.outcome),
+				slog.Int("status", uerr.status), slog.Duration("retry_in", delay))...)
 		if err := b.sleep(ctx, delay); err != nil {
-			return Token{}, uerr
+			return Token{}, nil, uerr
 		}
 	}
+}
+
+// answerMayBeLost reports a failure after which Trackunit may have
+// processed the request (and spent a refresh token) without the broker
+// seeing its answer.
+func answerMayBeLost(e *upstreamError) bool {
+	return e.outcome == "network_error" || e.outcome == "timeout" || (e.outcome == "bad_response" && e.status == 200)
 }
 
 func outcomeOf(uerr *upstreamError) string {

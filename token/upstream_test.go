@@ -16,7 +16,7 @@ import (
 const htmlPage = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 func jsonReply(status int, body string) reply {
-	return reply{status: status, contentType: "application/json", body: body}
+	return reply{Raw: true, Status: status, ContentType: "application/json", Body: body}
 }
 
 func TestRetryMatrix(t *testing.T) {
@@ -34,35 +34,35 @@ func TestRetryMatrix(t *testing.T) {
 			[]string{"server_error", "server_error", "server_error"}},
 		{"503 then ok", []reply{jsonReply(503, `{"error":"temporarily_unavailable"}`)},
 			nil, 2, []time.Duration{100 * time.Millisecond}, 0, []string{"server_error", "ok"}},
-		{"429 with Retry-After seconds", []reply{{status: 429, contentType: "application/json", body: `{"errorCode":"E0000047","errorSummary":"API call exceeded rate limit"}`, header: map[string]string{"Retry-After": "3"}}},
+		{"429 with Retry-After seconds", []reply{{Raw: true, Status: 429, ContentType: "application/json", Body: `{"errorCode":"E0000047","errorSummary":"API call exceeded rate limit"}`, Header: map[string]string{"Retry-After": "3"}}},
 			nil, 2, []time.Duration{3 * time.Second}, 0, []string{"rate_limited", "ok"}},
 		{"429 Retry-After capped", []reply{
-			{status: 429, header: map[string]string{"Retry-After": "120"}},
-			{status: 429, header: map[string]string{"Retry-After": "99999999999999999"}},
-			{status: 429, header: map[string]string{"Retry-After": "1"}}},
+			{Raw: true, Status: 429, Header: map[string]string{"Retry-After": "120"}},
+			{Raw: true, Status: 429, Header: map[string]string{"Retry-After": "99999999999999999"}},
+			{Raw: true, Status: 429, Header: map[string]string{"Retry-After": "1"}}},
 			ErrUnavailable, 3, []time.Duration{10 * time.Second, 10 * time.Second}, 0, nil},
-		{"429 Retry-After HTTP-date", []reply{{status: 429, header: map[string]string{"Retry-After": epoch.Add(7 * time.Second).Format(http.TimeFormat)}}},
+		{"429 Retry-After HTTP-date", []reply{{Raw: true, Status: 429, Header: map[string]string{"Retry-After": epoch.Add(7 * time.Second).Format(http.TimeFormat)}}},
 			nil, 2, []time.Duration{7 * time.Second}, 0, nil},
-		{"429 Okta X-Rate-Limit-Reset", []reply{{status: 429, header: map[string]string{"X-Rate-Limit-Reset": "1893553450"}}}, // epoch + 5s
+		{"429 Okta X-Rate-Limit-Reset", []reply{{Raw: true, Status: 429, Header: map[string]string{"X-Rate-Limit-Reset": "1893553450"}}}, // epoch + 5s
 			nil, 2, []time.Duration{5 * time.Second}, 0, nil},
-		{"429 without Retry-After backs off", []reply{{status: 429}},
+		{"429 without Retry-After backs off", []reply{{Raw: true, Status: 429}},
 			nil, 2, []time.Duration{100 * time.Millisecond}, 0, nil},
-		{"502 HTML page", []reply{{status: 502, contentType: "text/html", body: htmlPage}, {status: 502, contentType: "text/html", body: htmlPage}},
+		{"502 HTML page", []reply{{Raw: true, Status: 502, ContentType: "text/html", Body: htmlPage}, {Raw: true, Status: 502, ContentType: "text/html", Body: htmlPage}},
 			nil, 3, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, 0, []string{"server_error", "server_error", "ok"}},
-		{"404 HTML page from a proxy", []reply{{status: 404, contentType: "text/html", body: htmlPage}},
+		{"404 HTML page from a proxy", []reply{{Raw: true, Status: 404, ContentType: "text/html", Body: htmlPage}},
 			nil, 2, []time.Duration{100 * time.Millisecond}, 0, []string{"bad_response", "ok"}},
-		{"200 HTML page", []reply{{status: 200, contentType: "text/html", body: htmlPage}},
+		{"200 HTML page", []reply{{Raw: true, Status: 200, ContentType: "text/html", Body: htmlPage}},
 			nil, 2, []time.Duration{100 * time.Millisecond}, 0, []string{"bad_response", "ok"}},
 		{"200 without access_token", []reply{jsonReply(200, `{"token_type":"Bearer"}`)},
 			nil, 2, []time.Duration{100 * time.Millisecond}, 0, []string{"bad_response", "ok"}},
-		{"408", []reply{{status: 408}}, nil, 2, []time.Duration{100 * time.Millisecond}, 0, nil},
+		{"408", []reply{{Raw: true, Status: 408}}, nil, 2, []time.Duration{100 * time.Millisecond}, 0, nil},
 		{"invalid_scope", []reply{jsonReply(400, `{"error":"invalid_scope","error_description":"The requested scope is invalid."}`)},
 			ErrInvalidScope, 1, nil, 0, []string{"invalid_scope"}},
 		{"invalid_client, RFC 6749 shape", []reply{jsonReply(401, `{"error":"invalid_client","error_description":"Client authentication failed."}`)},
 			ErrCredentialsRejected, 1, nil, 1, []string{"invalid_client"}},
 		{"invalid_client, Okta shape", []reply{jsonReply(400, `{"errorCode":"invalid_client","errorSummary":"Invalid value for 'client_id' parameter.","errorId":"oaeXYZ"}`)},
 			ErrCredentialsRejected, 1, nil, 1, []string{"invalid_client"}},
-		{"401 without a body", []reply{{status: 401, contentType: "text/html", body: htmlPage}},
+		{"401 without a body", []reply{{Raw: true, Status: 401, ContentType: "text/html", Body: htmlPage}},
 			ErrCredentialsRejected, 1, nil, 1, nil},
 		{"other 4xx OAuth error is not retried", []reply{jsonReply(400, `{"error":"unauthorized_client"}`)},
 			ErrUnavailable, 1, nil, 0, []string{"client_error"}},
@@ -78,12 +78,12 @@ func TestRetryMatrix(t *testing.T) {
 			switch {
 			case tt.want == nil && err != nil:
 				t.Fatalf("err = %v, want a token", err)
-			case tt.want == nil && tok.AccessToken.Reveal() != accessToken(int(tt.wantCalls)):
-				t.Errorf("token = %s, want %s", tok.AccessToken.Reveal(), accessToken(int(tt.wantCalls)))
+			case tt.want == nil && tok.AccessToken.Reveal() != e.up.token(int(tt.wantCalls)):
+				t.Errorf("token = %s, want %s", tok.AccessToken.Reveal(), e.up.token(int(tt.wantCalls)))
 			case tt.want != nil && !errors.Is(err, tt.want):
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
-			if got := e.up.calls.Load(); got != tt.wantCalls {
+			if got := e.up.calls(); got != tt.wantCalls {
 				t.Errorf("upstream calls = %d, want %d", got, tt.wantCalls)
 			}
 			if diff := cmp.Diff(tt.wantSleeps, e.sleeps.get()); diff != "" {
@@ -128,7 +128,7 @@ func TestConnectionRefusedIsRetriedThenUnavailable(t *testing.T) {
 func TestHangingUpstreamCallerReturnsAtItsDeadline(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.HTTPClient = &http.Client{Timeout: 100 * time.Millisecond} })
 	e.st.install(testApp, "acct-1", testSecret)
-	e.up.setAlways(&reply{hang: true})
+	e.up.setAlways(&reply{Hang: true})
 
 	ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
 	defer cancel()
@@ -143,7 +143,7 @@ func TestHangingUpstreamCallerReturnsAtItsDeadline(t *testing.T) {
 	if diff := cmp.Diff([]string{"timeout", "timeout", "timeout"}, e.obs.getOutcomes()); diff != "" {
 		t.Errorf("attempts (-want +got):\n%s", diff)
 	}
-	if got := e.up.calls.Load(); got != 3 {
+	if got := e.up.calls(); got != 3 {
 		t.Errorf("upstream calls = %d, want 3", got)
 	}
 }
@@ -154,7 +154,7 @@ func TestFetchTimeoutBoundsTheSharedFetch(t *testing.T) {
 		c.FetchTimeout = 100 * time.Millisecond
 	})
 	e.st.install(testApp, "acct-1", testSecret)
-	e.up.setAlways(&reply{hang: true})
+	e.up.setAlways(&reply{Hang: true})
 	_, err := e.b.Token(testCtx(t), req("acct-1"))
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
@@ -172,7 +172,7 @@ func TestCachedTokenServedDuringOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.up.setAlways(&reply{status: 503, contentType: "text/html", body: htmlPage})
+	e.up.setAlways(&reply{Raw: true, Status: 503, ContentType: "text/html", Body: htmlPage})
 
 	e.clock.Advance(time.Hour - 2*time.Minute) // inside the window
 	for range 3 {
@@ -183,7 +183,7 @@ func TestCachedTokenServedDuringOutage(t *testing.T) {
 		e.b.bg.Wait()
 	}
 	// One background refresh (three attempts); the failure pauses the next.
-	if got := e.up.calls.Load(); got != 1+3 {
+	if got := e.up.calls(); got != 1+3 {
 		t.Errorf("upstream calls = %d, want 4", got)
 	}
 	e.clock.Advance(refreshRetryDelay)
@@ -191,7 +191,7 @@ func TestCachedTokenServedDuringOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.b.bg.Wait()
-	if got := e.up.calls.Load(); got != 1+3+3 {
+	if got := e.up.calls(); got != 1+3+3 {
 		t.Errorf("upstream calls after the pause = %d, want 7", got)
 	}
 
@@ -219,7 +219,7 @@ func TestInvalidClientMarksOnceAndStopsUpstreamCalls(t *testing.T) {
 			if _, err := e.b.Token(ctx, req("acct-1", "account.view")); err != nil {
 				t.Fatal(err)
 			}
-			e.up.setAlways(&reply{status: 401, contentType: "application/json", body: body})
+			e.up.setAlways(&reply{Raw: true, Status: 401, ContentType: "application/json", Body: body})
 			for i := range 5 {
 				_, err := e.b.Token(ctx, req("acct-1"))
 				if !errors.Is(err, ErrCredentialsRejected) {
@@ -229,7 +229,7 @@ func TestInvalidClientMarksOnceAndStopsUpstreamCalls(t *testing.T) {
 			if _, err := e.b.Token(ctx, req("acct-1", "account.view")); !errors.Is(err, ErrCredentialsRejected) {
 				t.Errorf("other scope set: err = %v, want ErrCredentialsRejected", err)
 			}
-			if got := e.up.calls.Load(); got != 2 {
+			if got := e.up.calls(); got != 2 {
 				t.Errorf("upstream calls = %d, want 2 (one success, one rejection)", got)
 			}
 			want := []mark{{testApp, "acct-1", 1, "invalid_client"}}
@@ -252,13 +252,13 @@ func TestInvalidScopeMarksNothing(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
 	ctx := testCtx(t)
-	e.up.setAlways(&reply{status: 400, contentType: "application/json", body: `{"error":"invalid_scope","error_description":"The requested scope is invalid, unknown, or malformed."}`})
+	e.up.setAlways(&reply{Raw: true, Status: 400, ContentType: "application/json", Body: `{"error":"invalid_scope","error_description":"The requested scope is invalid, unknown, or malformed."}`})
 	for range 2 {
 		if _, err := e.b.Token(ctx, req("acct-1", "account.delete")); !errors.Is(err, ErrInvalidScope) {
 			t.Fatalf("err = %v, want ErrInvalidScope", err)
 		}
 	}
-	if got := e.up.calls.Load(); got != 2 {
+	if got := e.up.calls(); got != 2 {
 		t.Errorf("upstream calls = %d, want 2 (not retried, not cached)", got)
 	}
 	if got := e.st.getMarks(); len(got) != 0 {
@@ -298,10 +298,10 @@ func TestSecretsNeverInErrorsOrLogs(t *testing.T) {
 			return []reply{jsonReply(400, `{"error":"invalid_scope","error_description":"`+echo+`"}`)}
 		},
 		func(echo string) []reply {
-			return []reply{{status: 500, contentType: "text/html", body: echo}, {status: 502, contentType: "text/plain", body: echo}, {status: 503, body: echo}}
+			return []reply{{Raw: true, Status: 500, ContentType: "text/html", Body: echo}, {Raw: true, Status: 502, ContentType: "text/plain", Body: echo}, {Raw: true, Status: 503, Body: echo}}
 		},
 		func(echo string) []reply {
-			return []reply{{status: 200, contentType: "text/html", body: echo}, jsonReply(200, `{"error":"`+echo+`"}`),
+			return []reply{{Raw: true, Status: 200, ContentType: "text/html", Body: echo}, jsonReply(200, `{"error":"`+echo+`"}`),
 				jsonReply(500, `{"error":"server_error","error_description":"`+echo+`"}`)}
 		},
 		func(echo string) []reply {
@@ -320,7 +320,7 @@ func TestSecretsNeverInErrorsOrLogs(t *testing.T) {
 	}
 	texts = append(texts, e.logs.String())
 	for _, text := range texts {
-		for _, secret := range []string{testSecret, url.QueryEscape(testSecret + "/+"), accessToken(1), "AT-SECRET", "0oa-client"} {
+		for _, secret := range append([]string{testSecret, url.QueryEscape(testSecret + "/+"), "0oa-client"}, e.up.issued()...) {
 			if strings.Contains(text, secret) {
 				t.Errorf("%q leaked into %q", secret, text)
 			}
@@ -354,7 +354,7 @@ func TestTokenResponseVariants(t *testing.T) {
 			"Bearer", 1200 * time.Second, []string{"asset.view"}},
 		{"no scope, no type, no expires_in", jsonReply(200, `{"access_token":"x"}`),
 			"Bearer", time.Hour, []string{"account.view", "asset.view"}},
-		{"form encoded", reply{status: 200, contentType: "application/x-www-form-urlencoded", body: "access_token=x&token_type=bearer&expires_in=600&scope=asset.view+account.view"},
+		{"form encoded", reply{Raw: true, Status: 200, ContentType: "application/x-www-form-urlencoded", Body: "access_token=x&token_type=bearer&expires_in=600&scope=asset.view+account.view"},
 			"bearer", 600 * time.Second, []string{"asset.view", "account.view"}},
 	}
 	for _, tt := range tests {

@@ -144,33 +144,35 @@ type tokenResponse struct {
 }
 
 // clientCredentialsForm is the start /apptoken and /token/v2 share: count
-// the call (and the client's), read the form body, apply the endpoint's
-// injected fault. Only the body counts: Okta ignores query parameters and,
-// for these endpoints, a Basic header. ok is false when an answer (fault
-// or unreadable body) has been written.
-func (s *Sim) clientCredentialsForm(w http.ResponseWriter, r *http.Request, endpoint string) (_ url.Values, clientID string, ok bool) {
+// the call (and the client's), read the form body, record it
+// (Options.RecordRequests), apply the endpoint's injected fault. Only the
+// body counts: Okta ignores query parameters and, for these endpoints, a
+// Basic header. ok is false when an answer (fault or unreadable body) has
+// been written; rec is the request's record for issued.
+func (s *Sim) clientCredentialsForm(w http.ResponseWriter, r *http.Request, endpoint string) (_ url.Values, clientID string, rec int, ok bool) {
 	s.count(endpoint)
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	formErr := r.ParseForm()
 	form := r.PostForm
 	clientID = form.Get("client_id")
+	s.mu.Lock()
 	if clientID != "" {
-		s.mu.Lock()
 		s.clientCall[clientID]++
-		s.mu.Unlock()
 	}
+	rec = s.recordLocked(endpoint, r, form)
+	s.mu.Unlock()
 	if s.applyFault(w, r, endpoint) {
-		return nil, "", false
+		return nil, "", rec, false
 	}
 	if formErr != nil {
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "The request body could not be parsed.")
-		return nil, "", false
+		return nil, "", rec, false
 	}
-	return form, clientID, true
+	return form, clientID, rec, true
 }
 
 func (s *Sim) handleAppToken(w http.ResponseWriter, r *http.Request) {
-	form, clientID, ok := s.clientCredentialsForm(w, r, EndpointAppToken)
+	form, clientID, rec, ok := s.clientCredentialsForm(w, r, EndpointAppToken)
 	if !ok {
 		return
 	}
@@ -184,6 +186,7 @@ func (s *Sim) handleAppToken(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, oerr.status, oerr.code, oerr.description)
 		return
 	}
+	s.issued(EndpointAppToken, rec, resp.AccessToken)
 	writeJSON(w, http.StatusOK, resp)
 }
 

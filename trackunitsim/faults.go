@@ -1,10 +1,13 @@
 package trackunitsim
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -31,16 +34,44 @@ type Fault struct {
 	// Hang never answers: the request is held until the client gives up or
 	// the Sim closes, then the connection is dropped.
 	Hang bool
-	// Times is how many requests the fault applies to (0: until cleared).
+	// Times is how many requests the fault applies to (0: until cleared;
+	// in a sequence, once).
 	Times int
+	// Raw answers Status (default 200) with exactly Header, ContentType and
+	// Body and nothing the simulator would add (no error body, no rate
+	// limit headers): a precise answer such as a proxy's page, a token
+	// response in another encoding or one without access_token.
+	Raw         bool
+	Header      map[string]string
+	ContentType string
+	Body        string
+	// DropAnswer handles the request as usual (its token issued, its
+	// refresh token spent) and then drops the connection without
+	// answering, as when the network fails after Trackunit processed the
+	// request. Token endpoints only.
+	DropAnswer bool
 }
 
 // InjectFault sets the fault of an endpoint ("apptoken", "token", "jwks"),
-// replacing the one it had.
+// replacing the ones it had.
 func (s *Sim) InjectFault(endpoint string, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults[endpoint] = &f
+	s.faults[endpoint] = []*Fault{&f}
+}
+
+// InjectFaults sets a sequence of faults for an endpoint, replacing the ones
+// it had: each applies to its Times requests (at least one), in order;
+// requests after the last are handled normally.
+func (s *Sim) InjectFaults(endpoint string, seq ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := make([]*Fault, len(seq))
+	for i, f := range seq {
+		f.Times = max(f.Times, 1)
+		q[i] = &f
+	}
+	s.faults[endpoint] = q
 }
 
 // ClearFaults removes every injected fault.
@@ -48,6 +79,41 @@ func (s *Sim) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.faults)
+}
+
+// Hold makes a token endpoint ("apptoken", "token", "token_v2") hold its
+// answers: a request arriving meanwhile is handled at once (its token
+// issued, its fault applied) but its answer is kept until the returned
+// release is called, as when the network is slow after Trackunit processed
+// the request. A client that gives up meanwhile, or the Sim closing, drops
+// the connection. Calling release again does nothing.
+func (s *Sim) Hold(endpoint string) (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gate := make(chan struct{})
+	s.holds[endpoint] = gate
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.holds[endpoint] == gate {
+				delete(s.holds, endpoint)
+			}
+			close(gate)
+		})
+	}
+}
+
+// SetTokenTTL changes expires_in of the tokens /apptoken and /token issue
+// from now on (Options.TokenTTL).
+func (s *Sim) SetTokenTTL(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d <= 0 {
+		d = DefaultTokenTTL
+	}
+	s.opts.TokenTTL = d
 }
 
 // count records one request to an endpoint.
@@ -61,17 +127,7 @@ func (s *Sim) count(endpoint string) {
 // answered (or dropped) the request, in which case the handler must stop.
 func (s *Sim) applyFault(w http.ResponseWriter, r *http.Request, endpoint string) bool {
 	s.mu.Lock()
-	f, ok := s.faults[endpoint]
-	var cur Fault
-	if ok {
-		cur = *f
-		if f.Times > 0 {
-			f.Times--
-			if f.Times == 0 {
-				delete(s.faults, endpoint)
-			}
-		}
-	}
+	cur, ok := s.takeFaultLocked(endpoint, false)
 	s.mu.Unlock()
 	if !ok {
 		return false
@@ -90,6 +146,10 @@ func (s *Sim) applyFault(w http.ResponseWriter, r *http.Request, endpoint string
 			panic(http.ErrAbortHandler)
 		}
 	}
+	if cur.Raw {
+		writeRaw(w, cur)
+		return true
+	}
 	status := cur.Status
 	if status == 0 && cur.ErrorCode != "" {
 		status = http.StatusBadRequest
@@ -102,6 +162,95 @@ func (s *Sim) applyFault(w http.ResponseWriter, r *http.Request, endpoint string
 	}
 	s.writeFault(w, status, cur)
 	return true
+}
+
+// takeFaultLocked returns the endpoint's current fault, counting the
+// request against its Times, if it is a DropAnswer fault or not as drop
+// says. s.mu must be held.
+func (s *Sim) takeFaultLocked(endpoint string, drop bool) (Fault, bool) {
+	q := s.faults[endpoint]
+	if len(q) == 0 || q[0].DropAnswer != drop {
+		return Fault{}, false
+	}
+	f := q[0]
+	cur := *f
+	if f.Times > 0 {
+		f.Times--
+		if f.Times == 0 {
+			if q = q[1:]; len(q) == 0 {
+				delete(s.faults, endpoint)
+			} else {
+				s.faults[endpoint] = q
+			}
+		}
+	}
+	return cur, true
+}
+
+// held runs h for a token endpoint, holding its answer while the endpoint
+// is held and dropping it for a DropAnswer fault.
+func (s *Sim) held(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		gate := s.holds[endpoint]
+		_, drop := s.takeFaultLocked(endpoint, true)
+		s.mu.Unlock()
+		if gate == nil && !drop {
+			h(w, r)
+			return
+		}
+		kept := &keptAnswer{header: http.Header{}}
+		h(kept, r)
+		if drop {
+			panic(http.ErrAbortHandler)
+		}
+		ctx, cancel := s.requestContext(r)
+		defer cancel()
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			panic(http.ErrAbortHandler)
+		}
+		for k, v := range kept.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(cmp.Or(kept.status, http.StatusOK))
+		_, _ = w.Write(kept.body.Bytes())
+	}
+}
+
+// keptAnswer is an answer held back by Hold.
+type keptAnswer struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (k *keptAnswer) Header() http.Header { return k.header }
+func (k *keptAnswer) WriteHeader(status int) {
+	if k.status == 0 {
+		k.status = status
+	}
+}
+func (k *keptAnswer) Write(p []byte) (int, error) {
+	k.WriteHeader(http.StatusOK)
+	return k.body.Write(p)
+}
+
+// writeRaw answers exactly what a Raw fault says.
+func writeRaw(w http.ResponseWriter, f Fault) {
+	for k, v := range f.Header {
+		w.Header().Set(k, v)
+	}
+	if f.ContentType != "" {
+		w.Header().Set("Content-Type", f.ContentType)
+	}
+	status := f.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(f.Body))
 }
 
 // writeFault answers status with the fault's headers and body.

@@ -51,6 +51,10 @@ type Options struct {
 	// SkippedKeys publishes, besides the signing key, one key of each of
 	// these SkippedKeyKinds, which a verifier must skip.
 	SkippedKeys []string
+	// RecordRequests keeps the first MaxRecordedRequests client-credentials
+	// requests of /apptoken and /token/v2 for Requests, a test's view of
+	// what a broker sent and got.
+	RecordRequests bool
 }
 
 // Sim is the simulated Trackunit. Create it with New or LoadSim.
@@ -72,7 +76,9 @@ type Sim struct {
 	apiClients map[string]crypto.Secret // /token client id -> secret
 	refresh    map[string]*refreshToken
 	access     map[string]accessToken
-	faults     map[string]*Fault
+	faults     map[string][]*Fault
+	holds      map[string]chan struct{}
+	requests   map[string][]TokenRequest // with Options.RecordRequests
 	calls      map[string]int
 	clientCall map[string]int
 	userCall   map[string]map[string]int
@@ -124,7 +130,9 @@ func newSim(opts Options) *Sim {
 		apiClients: map[string]crypto.Secret{},
 		refresh:    map[string]*refreshToken{},
 		access:     map[string]accessToken{},
-		faults:     map[string]*Fault{},
+		faults:     map[string][]*Fault{},
+		holds:      map[string]chan struct{}{},
+		requests:   map[string][]TokenRequest{},
 		calls:      map[string]int{},
 		clientCall: map[string]int{},
 		userCall:   map[string]map[string]int{},
@@ -144,9 +152,9 @@ func (s *Sim) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/marketplace/jwks", s.handleJWKS)
 	mux.HandleFunc("GET /jwks", s.handleJWKS)
-	mux.HandleFunc("POST /apptoken", s.handleAppToken)
-	mux.HandleFunc("POST /token", s.handleToken)
-	mux.HandleFunc("POST /token/v2", s.handleTokenV2)
+	mux.HandleFunc("POST /apptoken", s.held(EndpointAppToken, s.handleAppToken))
+	mux.HandleFunc("POST /token", s.held(EndpointToken, s.handleToken))
+	mux.HandleFunc("POST /token/v2", s.held(EndpointTokenV2, s.handleTokenV2))
 	mux.HandleFunc("POST /sim/send", s.handleSend)
 	mux.HandleFunc("POST /sim/rotate", s.handleRotate)
 	mux.HandleFunc("POST /sim/revoke", s.handleRevoke)

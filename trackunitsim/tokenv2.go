@@ -34,7 +34,7 @@ func (s *Sim) RevokeAPIKey(clientID string) {
 // key's (invalid_scope otherwise); 1200 s tokens, no refresh token. Faults
 // injected for EndpointTokenV2 apply as for /apptoken.
 func (s *Sim) handleTokenV2(w http.ResponseWriter, r *http.Request) {
-	form, clientID, ok := s.clientCredentialsForm(w, r, EndpointTokenV2)
+	form, clientID, rec, ok := s.clientCredentialsForm(w, r, EndpointTokenV2)
 	if !ok {
 		return
 	}
@@ -67,6 +67,7 @@ func (s *Sim) handleTokenV2(w http.ResponseWriter, r *http.Request) {
 	at.info.ExpiresAt = s.opts.Now().Add(APIKeyTokenTTL)
 	s.access[tok] = at
 	s.mu.Unlock()
+	s.issued(EndpointTokenV2, rec, tok)
 	writeJSON(w, http.StatusOK, tokenResponse{TokenType: "Bearer", ExpiresIn: int64(APIKeyTokenTTL / time.Second),
 		AccessToken: tok, Scope: strings.Join(scopes, " ")})
 }

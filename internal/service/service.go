@@ -97,7 +97,7 @@ type Service struct {
 	Verifier *identity.Verifier
 	// Installs serves install tokens, APIUsers API-user tokens.
 	Installs *token.Broker
-	APIUsers *token.APIUsers
+	APIUsers *token.APIUserTokens
 	APIKeys  *token.APIKeyTokens
 	Metrics  *metrics.Metrics
 
@@ -240,9 +240,10 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
-	s.APIUsers, err = token.NewAPIUsers(token.APIUsersConfig{
+	s.APIUsers, err = token.NewAPIUsers(token.Config{
 		AuthURL: cfg.AuthURL, RefreshMargin: cfg.TokenRefreshMargin,
 		HTTPClient: tokenHTTP, Now: d.Now, Sleep: d.TokenSleep, Logger: log, Observer: m, TracerProvider: tp,
+		Fetches: fetches,
 	}, s.Store)
 	if err != nil {
 		return nil, err
