@@ -23,6 +23,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/identity"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -49,7 +50,6 @@ var adminBrowserAccounts = []string{
 
 const (
 	adminPageToken = "admin-page-test-token"
-	adminTestKeys  = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 	// adminNowText is adminNow as the page shows it: every row's Updated.
 	adminNowText = "2026-03-14 09:30:00Z"
 )
@@ -82,10 +82,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	keys, err := crypto.ParseKeyring(adminTestKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := testkit.Keyring(t, testkit.KeySpec)
 	st := store.New(pool, keys, store.WithClock(func() time.Time { return adminNow }))
 	return &adminEnv{t: t, store: st, url: newAdminServer(t, st)}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/token"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
@@ -38,25 +38,12 @@ func newUserHarness(t *testing.T) *userHarness {
 // apiUserRPC calls a procedure with the Connect protocol's JSON, as curl would.
 func apiUserRPC(t *testing.T, base, procedure, bearer, body string) (int, map[string]any, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+procedure, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	status, raw := testkit.PostJSON(t, base+procedure, body, testkit.Bearer(bearer))
 	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("%s answered %d with non-JSON %q", procedure, resp.StatusCode, raw)
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		t.Fatalf("%s answered %d with non-JSON %q", procedure, status, raw)
 	}
-	return resp.StatusCode, m, string(raw)
+	return status, m, raw
 }
 
 const (
@@ -132,7 +119,7 @@ func TestApiUserServiceEndToEnd(t *testing.T) {
 		t.Errorf("gRPC-Web GetApiUserToken: %v (same token: %v)", err, err == nil && resp.Msg.GetAccessToken() == tok)
 	}
 	refresh := storedRefreshToken(t, h.store, "reporting")
-	dump := h.dump()
+	dump := testkit.DumpTables(t, h.pool)
 	if !strings.Contains(dump, "reporting@api.example") {
 		t.Fatal("the dump does not hold the API user")
 	}
@@ -153,7 +140,7 @@ func TestApiUserServiceEndToEnd(t *testing.T) {
 			t.Errorf("%s after delete: %d %s, want not_found", c.procedure, status, raw)
 		}
 	}
-	if n := strings.Count(h.dump(), "api_users:"); n != 0 {
+	if n := strings.Count(testkit.DumpTables(t, h.pool), "api_users:"); n != 0 {
 		t.Errorf("%d api_users rows after delete", n)
 	}
 
@@ -216,7 +203,7 @@ func TestApiUserAuthAndValidation(t *testing.T) {
 		}
 		assertNoAPIUserSecret(t, tc.name, raw, []string{secret.Reveal(), "pw-ops-1"})
 	}
-	if n := strings.Count(h.dump(), "api_users:"); n != 0 {
+	if n := strings.Count(testkit.DumpTables(t, h.pool), "api_users:"); n != 0 {
 		t.Errorf("refused calls stored %d API users", n)
 	}
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
-	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -247,15 +246,7 @@ func TestInstallConcurrentDuplicates(t *testing.T) {
 // With the database unreachable the callback gets 503, never a 2xx; the
 // retry after recovery is stored exactly once.
 func TestInstallDatabaseDown(t *testing.T) {
-	var proxy *testdb.Proxy
-	h := newHarness(t, harnessOptions{dbURL: func(raw string) string {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxy = testdb.NewProxy(t, u.Host)
-		return proxy.URL(raw)
-	}})
+	h, proxy := newProxiedHarness(t)
 	account := uuid.NewString()
 	fields := installedFields(account)
 	tok := h.sign(nil)
@@ -303,7 +294,7 @@ func TestInstallSecretsNeverStoredOrLogged(t *testing.T) {
 		h.post(tok, installBody(t, bad))
 		h.post("garbage", installBody(t, bad))
 	}
-	dump := h.dump()
+	dump := testkit.DumpTables(t, h.pool)
 	logs := h.logs.String()
 	if !strings.Contains(dump, "installs: ") || !strings.Contains(logs, "/appinstall") {
 		t.Fatal("the scan saw no rows or no logs; it would prove nothing")

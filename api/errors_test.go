@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 
-	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // logRecord is one JSON log line of the harness.
@@ -37,17 +36,10 @@ func (h *harness) rpcFailures() []logRecord {
 // code and message (empty on success).
 func (h *harness) connectCall(path, bearerToken, body string) (int, string, string) {
 	h.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, h.internal.URL+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+bearerToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	status, raw := testkit.PostJSON(h.t, h.internal.URL+path, body, testkit.Bearer(bearerToken))
 	var e struct{ Code, Message string }
-	_ = json.NewDecoder(resp.Body).Decode(&e)
-	return resp.StatusCode, e.Code, e.Message
+	_ = json.Unmarshal([]byte(raw), &e)
+	return status, e.Code, e.Message
 }
 
 // TestErrorClassification checks that each failure is answered with the
@@ -55,15 +47,7 @@ func (h *harness) connectCall(path, bearerToken, body string) (int, string, stri
 // log level STYLE asks (error for ours or a dependency's, info for the
 // caller's).
 func TestErrorClassification(t *testing.T) {
-	var proxy *testdb.Proxy
-	h := newHarness(t, harnessOptions{dbURL: func(raw string) string {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxy = testdb.NewProxy(t, u.Host)
-		return proxy.URL(raw)
-	}})
+	h, proxy := newProxiedHarness(t)
 	const (
 		getToken     = "/irisx.broker.v1.TokenService/GetToken"
 		listInstalls = "/irisx.broker.v1.InstallService/ListInstalls"

@@ -17,6 +17,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/events"
 	"github.com/irisx-broker/irisx-broker/identity"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -43,8 +44,7 @@ func newEventsHarness(t *testing.T, redeliver bool) *eventsHarness {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	keys, _ := crypto.ParseKeyring(testKeys)
-	st := store.New(pool, keys)
+	st := store.New(pool, testkit.Keyring(t, testkit.KeySpec))
 	stream := events.NewStream(st, dbURL, nil)
 	go func() { _ = stream.Run(ctx) }()
 	deps := &api.EventsDeps{Store: st, Watch: stream.Watch}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 
-	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // grpcConn is a real gRPC client (as grpcurl and the kubelet's grpc probe
@@ -47,15 +46,7 @@ func withBearer(ctx context.Context, token string) context.Context {
 // service the broker does not have.
 func TestGRPCHealth(t *testing.T) {
 	t.Parallel()
-	var proxy *testdb.Proxy
-	h := newHarness(t, harnessOptions{dbURL: func(raw string) string {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proxy = testdb.NewProxy(t, u.Host)
-		return proxy.URL(raw)
-	}})
+	h, proxy := newProxiedHarness(t)
 	health := healthpb.NewHealthClient(grpcConn(t, h))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -77,17 +68,10 @@ func TestGRPCHealth(t *testing.T) {
 		t.Errorf("database down: Check = %v, %v; want NOT_SERVING", st, err)
 	}
 	proxy.Unblock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.WaitFor(t, "Check to answer SERVING again with the database back", func() bool {
 		st, err := check("")
-		if err == nil && st == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("database back: Check = %v, %v; want SERVING again", st, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && st == healthpb.HealthCheckResponse_SERVING
+	})
 }
 
 // Reflection (v1 and v1alpha) lists and describes the services to a

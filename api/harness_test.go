@@ -1,13 +1,11 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
+	"net/url"
 	"testing"
 	"time"
 
@@ -67,7 +65,21 @@ type harnessOptions struct {
 	config func(*config.Config)
 }
 
-const testKeys = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+// newProxiedHarness is a harness whose store reaches the database through
+// a proxy the test can cut.
+func newProxiedHarness(t *testing.T) (*harness, *testdb.Proxy) {
+	t.Helper()
+	var proxy *testdb.Proxy
+	h := newHarness(t, harnessOptions{dbURL: func(raw string) string {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy = testdb.NewProxy(t, u.Host)
+		return proxy.URL(raw)
+	}})
+	return h, proxy
+}
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
@@ -90,9 +102,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if o.dbURL != nil {
 		storeURL = o.dbURL(h.dbURL)
 	}
-	if h.keys, err = crypto.ParseKeyring(testKeys); err != nil {
-		t.Fatal(err)
-	}
+	h.keys = testkit.Keyring(t, testkit.KeySpec)
 	h.start(storeURL, o)
 	return h
 }
@@ -128,10 +138,10 @@ func (h *harness) start(storeURL string, o harnessOptions) {
 	h.svc, h.pool, h.store, h.verifier, h.broker = svc, svc.Pool, svc.Store, svc.Verifier, svc.Installs
 	h.public = endpoint{URL: "http://" + svc.PublicAddr(), Handler: svc.PublicHandler()}
 	h.internal = endpoint{URL: "http://" + svc.InternalAddr(), Handler: svc.InternalHandler()}
-	waitFor(t, "JWKS loaded", h.verifier.Ready)
+	testkit.WaitFor(t, "JWKS loaded", h.verifier.Ready)
 	// The listener's first connect flushes the token cache, which would
 	// otherwise drop tokens a test has just cached.
-	waitFor(t, "the install-change listener to connect", svc.Ready)
+	testkit.WaitFor(t, "the install-change listener to connect", svc.Ready)
 }
 
 // newHarnessOn is a second service instance on the same database and
@@ -143,35 +153,14 @@ func newHarnessOn(t *testing.T, a *harness) *harness {
 	return b
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // post sends a callback with the given identity header and raw body.
 func (h *harness) post(identityHeader string, body []byte) (int, string) {
 	h.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, h.public.URL+"/appinstall", bytes.NewReader(body))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
+	var header http.Header
 	if identityHeader != "" {
-		req.Header.Set("Trackunit-Identity", identityHeader)
+		header = http.Header{"Trackunit-Identity": {identityHeader}}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return testkit.PostJSON(h.t, h.public.URL+"/appinstall", string(body), header)
 }
 
 // rowCounts is how many installs and events are stored.
@@ -192,40 +181,4 @@ func (h *harness) assertNothingStored() {
 	if i, e := h.rowCounts(); i != 0 || e != 0 {
 		h.t.Errorf("stored %d installs and %d events, want none", i, e)
 	}
-}
-
-// dump is a pg_dump equivalent: every row of every table of the public
-// schema as text.
-func (h *harness) dump() string {
-	h.t.Helper()
-	ctx := context.Background()
-	rows, err := h.pool.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			h.t.Fatal(err)
-		}
-		tables = append(tables, name)
-	}
-	rows.Close()
-	var sb strings.Builder
-	for _, table := range tables {
-		rows, err := h.pool.Query(ctx, "SELECT t::text FROM "+table+" t")
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				h.t.Fatal(err)
-			}
-			sb.WriteString(table + ": " + line + "\n")
-		}
-		rows.Close()
-	}
-	return sb.String()
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/irisx-broker/irisx-broker/api"
 	"github.com/irisx-broker/irisx-broker/identity"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
@@ -134,21 +135,11 @@ func TestIdentityProfileLineAndRecord(t *testing.T) {
 		_ = h.pool.QueryRow(context.Background(), "SELECT count(*) FROM identity_profiles").Scan(&n)
 		return n
 	}
-	waitFor(t, "three recorded profiles", func() bool { return count() == 3 })
-	rows, err := h.pool.Query(context.Background(), "SELECT p::text FROM identity_profiles p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var table strings.Builder
-	for rows.Next() {
-		var s string
-		_ = rows.Scan(&s)
-		table.WriteString(s + "\n")
-	}
-	rows.Close()
+	testkit.WaitFor(t, "three recorded profiles", func() bool { return count() == 3 })
+	table := testkit.DumpTables(t, h.pool, "identity_profiles")
 	for _, f := range []string{seenPlantedJTI, seenPlantedClaim, seenPlantedField, secret, account} {
-		if strings.Contains(table.String(), f) {
-			t.Errorf("identity_profiles holds %q:\n%s", f, table.String())
+		if strings.Contains(table, f) {
+			t.Errorf("identity_profiles holds %q:\n%s", f, table)
 		}
 	}
 }
@@ -170,7 +161,7 @@ func TestAdminIdentityView(t *testing.T) {
 	if status, _ := h.post(hostile, raw); status != http.StatusUnauthorized {
 		t.Fatalf("hostile: %d", status)
 	}
-	waitFor(t, "profiles recorded", func() bool {
+	testkit.WaitFor(t, "profiles recorded", func() bool {
 		var n int
 		_ = h.pool.QueryRow(context.Background(), "SELECT count(*) FROM identity_profiles").Scan(&n)
 		return n == 3
@@ -310,14 +301,14 @@ func TestProfileRecorderCapsRefused(t *testing.T) {
 	for range 30 {
 		rec.Record(identity.Profile{Verdict: identity.VerdictAccepted}, nil)
 	}
-	waitFor(t, "20 refused and 30 accepted", func() bool { return st.get("refused") == 20 && st.get("accepted") == 30 })
+	testkit.WaitFor(t, "20 refused and 30 accepted", func() bool { return st.get("refused") == 20 && st.get("accepted") == 30 })
 	mu.Lock()
 	now = now.Add(time.Second)
 	mu.Unlock()
 	for range 50 {
 		rec.Record(identity.Profile{Verdict: identity.VerdictRefused}, nil)
 	}
-	waitFor(t, "5 more refused", func() bool { return st.get("refused") == 25 })
+	testkit.WaitFor(t, "5 more refused", func() bool { return st.get("refused") == 25 })
 	time.Sleep(50 * time.Millisecond)
 	if n := st.get("refused"); n != 25 {
 		t.Errorf("%d refused recorded, want 25", n)

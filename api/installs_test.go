@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -14,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
+	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -21,19 +22,7 @@ import (
 // status and raw body.
 func (h *harness) adminCall(method, body string) (int, string) {
 	h.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, h.internal.URL+"/irisx.broker.v1.InstallService/"+method, strings.NewReader(body))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
+	return testkit.PostJSON(h.t, h.internal.URL+"/irisx.broker.v1.InstallService/"+method, body, testkit.Bearer(adminToken))
 }
 
 type listPage struct {
@@ -246,7 +235,7 @@ func TestGetInstallEvents(t *testing.T) {
 func TestListInstallsLargestPage(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	if _, err := h.pool.Exec(context.Background(), `INSERT INTO installs (iris_app_id, account_id, status, credentials_version, updated_at, last_event_at)
-		SELECT '@bulk/app', gen_random_uuid(), 'uninstalled', 1, now(), now() FROM generate_series(1, 1001)`); err != nil {
+		SELECT '@bulk/app', gen_random_uuid(), $1, 1, now(), now() FROM generate_series(1, 1001)`, store.StatusUninstalled); err != nil {
 		t.Fatal(err)
 	}
 	_, raw := h.adminCall("ListInstalls", `{"pageSize":1000}`)

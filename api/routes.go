@@ -106,26 +106,46 @@ type InternalStore interface {
 	Ping(ctx context.Context) error
 }
 
-// NewInternal builds the internal listener's handler:
+// NewInternal builds the internal listener's handler. These are all of
+// its routes (the public listener's are at NewPublic); everything else is
+// 404. Who may call each is in brackets.
 //
-//	POST /irisx.broker.v1.TokenService/*    GetToken, GetApiUserToken (INTERNAL_API_TOKENS)
-//	POST /irisx.broker.v1.InstallService/*  ListInstalls, GetInstall (ADMIN_API_TOKENS)
-//	POST /irisx.broker.v1.ApiUserService/*  CreateApiUser, ListApiUsers, DeleteApiUser (ADMIN_API_TOKENS)
-//	ANY  /iris/accounts/{accountId}/{path...}  the IRIS API proxy (INTERNAL_API_TOKENS)
-//	POST /irisx.broker.v1.ApiKeyService/*   CreateApiKey, ListApiKeys, DeleteApiKey (ADMIN_API_TOKENS)
-//	GET  /admin                             installs page: filters, paging (HTTP Basic, ADMIN_API_TOKENS)
-//	GET  /admin/install                     one install with its latest events
-//	GET  /admin/identity                    identity tokens and callbacks seen, by shape
-//	POST /irisx.broker.v1.EventService/*    ListEvents, WatchEvents (either token), RedeliverEvent (ADMIN_API_TOKENS)
-//	GET  /admin/install/events              its lifecycle events with webhook delivery state
-//	POST /admin/events/redeliver            queue one more webhook delivery (CSRF token)
-//	GET  /metrics                           Prometheus text format
-//	GET, HEAD /healthz, /readyz             as on the public listener
+// Connect services (gRPC over h2c, gRPC-Web and Connect; POST):
 //
-// The Connect handlers speak gRPC (h2c), gRPC-Web and Connect. Each
-// service checks its bearer token from the headers before the body is read
-// (requireBearer); a request message is at most 1 MiB after decompression
-// (connectLimits). OPTIONS is 404 everywhere.
+//	/irisx.broker.v1.TokenService/*         GetToken, GetApiUserToken, GetApiKeyToken [INTERNAL_API_TOKENS]
+//	/irisx.broker.v1.InstallService/*       ListInstalls, GetInstall [ADMIN_API_TOKENS]
+//	/irisx.broker.v1.ApiUserService/*       CreateApiUser, ListApiUsers, DeleteApiUser [ADMIN_API_TOKENS]
+//	/irisx.broker.v1.ApiKeyService/*        CreateApiKey, ListApiKeys, DeleteApiKey [ADMIN_API_TOKENS]
+//	/irisx.broker.v1.EventService/*         ListEvents, WatchEvents [either token], RedeliverEvent
+//	                                        [ADMIN_API_TOKENS]; only with d.Events
+//	/grpc.health.v1.Health/*                gRPC health, SERVING exactly when /readyz is 200 [none]
+//	/grpc.reflection.v1.ServerReflection/*, /grpc.reflection.v1alpha.ServerReflection/*
+//	                                        server reflection [either token] (api/grpc.go)
+//
+// The IRIS API proxy (api/proxy.go), only with d.Proxy:
+//
+//	ANY  /iris/accounts/{accountId}/{path...}   IRIS with the install's token [INTERNAL_API_TOKENS]
+//
+// The admin pages, HTML behind HTTP Basic (any user, an admin token as the
+// password) [ADMIN_API_TOKENS]:
+//
+//	GET  /admin                    installs: filters and paging (api/admin.go)
+//	GET  /admin/install            one install with its latest callbacks (api/admin.go)
+//	GET  /admin/identity           identity tokens and callbacks seen, by shape; only with
+//	                               d.Profiles (api/admin_identity.go)
+//	GET  /admin/install/events     an install's lifecycle events with their webhook delivery
+//	                               state; only with d.Events (api/admin_events.go)
+//	POST /admin/events/redeliver   queue one more webhook delivery (CSRF token); only with
+//	                               d.Events (api/admin_events.go)
+//
+// Operations [none]:
+//
+//	GET  /metrics                  Prometheus text format; only with d.Metrics
+//	GET, HEAD /healthz, /readyz    as on the public listener
+//
+// Each Connect service checks its bearer token from the headers before the
+// body is read (requireBearer); a request message is at most 1 MiB after
+// decompression (connectLimits). OPTIONS is 404 everywhere.
 func NewInternal(d InternalDeps) *echo.Echo {
 	logger := d.Logger
 	if logger == nil {

@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
 	"github.com/irisx-broker/irisx-broker/config"
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -39,25 +39,12 @@ func (h *harness) sendEvent(ev trackunitsim.InstallEvent) {
 // getTokenJSON calls GetToken the way the contract's curl example does.
 func (h *harness) getTokenJSON(bearerToken, body string) (int, map[string]any) {
 	h.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, h.internal.URL+"/irisx.broker.v1.TokenService/GetToken", strings.NewReader(body))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if bearerToken != "" {
-		req.Header.Set("Authorization", "Bearer "+bearerToken)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	status, raw := testkit.PostJSON(h.t, h.internal.URL+"/irisx.broker.v1.TokenService/GetToken", body, testkit.Bearer(bearerToken))
 	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		h.t.Fatalf("GetToken answered %d with non-JSON %q", resp.StatusCode, raw)
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		h.t.Fatalf("GetToken answered %d with non-JSON %q", status, raw)
 	}
-	return resp.StatusCode, m
+	return status, m
 }
 
 func (h *harness) tokenFor(account string) string {
@@ -135,19 +122,11 @@ func TestInternalAuth(t *testing.T) {
 		}
 	}
 	// The internal token does not open the admin service.
-	req, _ := http.NewRequest(http.MethodPost, h.internal.URL+"/irisx.broker.v1.InstallService/ListInstalls", strings.NewReader(`{}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+internalToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("ListInstalls with the internal token: %d, want 401", resp.StatusCode)
+	if status, _ := testkit.PostJSON(t, h.internal.URL+"/irisx.broker.v1.InstallService/ListInstalls", `{}`, testkit.Bearer(internalToken)); status != http.StatusUnauthorized {
+		t.Errorf("ListInstalls with the internal token: %d, want 401", status)
 	}
 	// The token API is not on the public listener.
-	resp, err = http.Post(h.public.URL+"/irisx.broker.v1.TokenService/GetToken", "application/json", strings.NewReader(body))
+	resp, err := http.Post(h.public.URL+"/irisx.broker.v1.TokenService/GetToken", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +209,7 @@ func TestGetTokenCredentialsRejected(t *testing.T) {
 		t.Errorf("install status = %q (%v), want credentials_rejected", st, err)
 	}
 	h.install(account)
-	waitFor(t, "tokens flowing after reinstall", func() bool {
+	testkit.WaitFor(t, "tokens flowing after reinstall", func() bool {
 		status, m := h.getTokenJSON(internalToken, body)
 		return status == http.StatusOK && h.sim.ValidAccessToken(m["accessToken"].(string))
 	})
@@ -266,7 +245,7 @@ func TestReinstallEndsCachedTokensOnEveryInstance(t *testing.T) {
 	a.install(account)
 	old := b.tokenFor(account)
 	a.install(account) // new credentials; the simulator revokes the old ones
-	waitFor(t, "B to drop its cached token", func() bool { return b.tokenFor(account) != old })
+	testkit.WaitFor(t, "B to drop its cached token", func() bool { return b.tokenFor(account) != old })
 
 	// Kill B's listening connection, then reinstall: the notification may be
 	// lost, so B must flush its cache when it reconnects.
@@ -276,7 +255,7 @@ func TestReinstallEndsCachedTokensOnEveryInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.install(account)
-	waitFor(t, "B to drop its cached token after reconnecting", func() bool { return b.tokenFor(account) != current })
+	testkit.WaitFor(t, "B to drop its cached token after reconnecting", func() bool { return b.tokenFor(account) != current })
 }
 
 // The access tokens and client secrets never reach logs or error messages.

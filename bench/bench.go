@@ -19,13 +19,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/irisx-broker/irisx-broker/bench/harness"
+	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
 // Options configures a run.
 type Options struct {
 	// ServerURL is a Postgres server URL whose user may create databases
-	// (default TEST_DATABASE_URL, else harness.DefaultServerURL).
+	// (default TEST_DATABASE_URL, else testdb.DefaultServerURL).
 	ServerURL string
 	// DBName is the throwaway database (default irisx_bench); it is dropped
 	// at the end.
@@ -101,7 +102,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		opts.ServerURL = os.Getenv("TEST_DATABASE_URL")
 	}
 	if opts.ServerURL == "" {
-		opts.ServerURL = harness.DefaultServerURL
+		opts.ServerURL = testdb.DefaultServerURL
 	}
 	if opts.DBName == "" {
 		opts.DBName = "irisx_bench"
@@ -145,13 +146,13 @@ func (r *runner) run(ctx context.Context) (err error) {
 		return err
 	}
 	r.log.Info("creating the database", "name", r.opts.DBName)
-	if r.dbURL, err = harness.CreateDatabase(ctx, r.opts.ServerURL, r.opts.DBName); err != nil {
+	if r.dbURL, err = testdb.CreateDatabase(ctx, r.opts.ServerURL, r.opts.DBName); err != nil {
 		return err
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		err = errors.Join(err, harness.DropDatabase(dctx, r.opts.ServerURL, r.opts.DBName))
+		err = errors.Join(err, testdb.DropDatabase(dctx, r.opts.ServerURL, r.opts.DBName))
 	}()
 	if r.report.Postgres, err = postgresVersion(ctx, r.dbURL); err != nil {
 		return err

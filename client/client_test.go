@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 var expiry = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -37,7 +38,7 @@ func TestToken(t *testing.T) {
 			srv := startBroker(t, broker)
 			c := New(srv.URL, "internal-secret", append(proto.opts, WithIrisAppID("@org/app"))...)
 
-			tok, err := c.Token(testContext(t), "acc-1", "account.view", "asset.view")
+			tok, err := c.Token(testkit.Context(t), "acc-1", "account.view", "asset.view")
 			if err != nil {
 				t.Fatalf("Token: %v", err)
 			}
@@ -68,7 +69,7 @@ func TestTokenWithoutAppIDOrScopes(t *testing.T) {
 	srv := startBroker(t, broker)
 	c := New(srv.URL, "internal-secret")
 
-	if _, err := c.Token(testContext(t), "acc-1"); err != nil {
+	if _, err := c.Token(testkit.Context(t), "acc-1"); err != nil {
 		t.Fatalf("Token: %v", err)
 	}
 	want := []proto.Message{&brokerv1.GetTokenRequest{AccountId: "acc-1"}}
@@ -88,7 +89,7 @@ func TestAPIUserToken(t *testing.T) {
 			srv := startBroker(t, broker)
 			c := New(srv.URL, "internal-secret", proto.opts...)
 
-			tok, err := c.APIUserToken(testContext(t), "reporting")
+			tok, err := c.APIUserToken(testkit.Context(t), "reporting")
 			if err != nil {
 				t.Fatalf("APIUserToken: %v", err)
 			}
@@ -124,7 +125,7 @@ func TestErrorsKeepConnectCode(t *testing.T) {
 				}}
 				srv := startBroker(t, broker)
 				c := New(srv.URL, "internal-secret", proto.opts...)
-				ctx := testContext(t)
+				ctx := testkit.Context(t)
 
 				_, err := c.Token(ctx, "acc-1", "account.view")
 				if got := connect.CodeOf(err); got != code {
@@ -158,7 +159,7 @@ func TestMalformedResponse(t *testing.T) {
 			srv := startBroker(t, broker)
 			c := New(srv.URL, "internal-secret")
 
-			tok, err := c.Token(testContext(t), "acc-1")
+			tok, err := c.Token(testkit.Context(t), "acc-1")
 			if !errors.Is(err, errMalformedResponse) {
 				t.Errorf("Token = %v, %v; want errMalformedResponse", tok, err)
 			}
@@ -182,7 +183,7 @@ func TestOAuth2Client(t *testing.T) {
 		seen <- r.Header.Get("Authorization")
 	}))
 	t.Cleanup(iris.Close)
-	ctx := testContext(t)
+	ctx := testkit.Context(t)
 	c := New(srv.URL, "internal-secret")
 
 	httpClient := oauth2.NewClient(ctx, c.TokenSource(ctx, "acc-1", "account.view"))

@@ -89,14 +89,6 @@ var protocols = []struct {
 	{connect.ProtocolGRPC, []Option{WithGRPC()}},
 }
 
-// testContext bounds a test, so a broken server fails it instead of hanging.
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // tokenFields is the comparable part of an oauth2.Token (which has
 // unexported fields cmp cannot look into).
 type tokenFields struct {

@@ -35,7 +35,7 @@ func TestTokenSourceReusesUntilMargin(t *testing.T) {
 	clock := testkit.NewClock(t0)
 	c := New(srv.URL, "internal-secret", WithIrisAppID("@org/app"))
 	c.now = clock.Now
-	src := c.TokenSource(testContext(t), "acc-1", "account.view")
+	src := c.TokenSource(testkit.Context(t), "acc-1", "account.view")
 
 	steps := []struct {
 		at        time.Time
@@ -90,7 +90,7 @@ func TestTokenSourceDoesNotCacheErrors(t *testing.T) {
 	srv := startBroker(t, broker)
 	c := New(srv.URL, "internal-secret")
 	c.now = testkit.NewClock(t0).Now
-	src := c.TokenSource(testContext(t), "acc-1")
+	src := c.TokenSource(testkit.Context(t), "acc-1")
 
 	if _, err := src.Token(); connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("first Token: err %v, want code unavailable", err)
@@ -109,7 +109,7 @@ func TestTokenSourceConcurrentCallersShareOneFetch(t *testing.T) {
 	srv := startBroker(t, broker)
 	c := New(srv.URL, "internal-secret", WithGRPC())
 	c.now = testkit.NewClock(t0).Now
-	src := c.TokenSource(testContext(t), "acc-1")
+	src := c.TokenSource(testkit.Context(t), "acc-1")
 
 	const callers = 16
 	got := make([]string, callers)

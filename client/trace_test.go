@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // The caller's trace context goes with every call, over both protocols,
@@ -41,11 +42,11 @@ func TestPropagatesTraceContext(t *testing.T) {
 			t.Cleanup(srv.Close)
 			c := New(srv.URL, "internal-secret", append(proto.opts, WithIrisAppID("@org/app"))...)
 
-			ctx := trace.ContextWithSpanContext(testContext(t), parent)
+			ctx := trace.ContextWithSpanContext(testkit.Context(t), parent)
 			if _, err := c.Token(ctx, "acc-1"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.Token(context.WithoutCancel(testContext(t)), "acc-1"); err != nil {
+			if _, err := c.Token(context.WithoutCancel(testkit.Context(t)), "acc-1"); err != nil {
 				t.Fatal(err)
 			}
 			mu.Lock()

@@ -36,7 +36,7 @@ const minServeLeft = 5 * time.Second
 //
 // Recovery must come within 1 s (fake) of the server's return.
 func drillAuthOutage(t *testing.T, p authOutage) {
-	ctx := testCtx(t, 3*time.Minute)
+	ctx := testkit.ContextWithin(t, 3*time.Minute)
 	clock := testkit.NewClock(time.Now().Truncate(time.Second))
 	sim := newSim(t, trackunitsim.Options{Now: clock.Now})
 	authProxy := testdb.NewProxy(t, sim.Addr) // any TCP: here the auth server

@@ -12,6 +12,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/bench/harness"
 	"github.com/irisx-broker/irisx-broker/bench/loadgen"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -37,7 +38,7 @@ type attemptLog struct {
 // failed attempt must have been answered 503, and every stored secret must
 // open to what was sent.
 func drillDatabaseOutage(t *testing.T, p dbOutage) {
-	ctx := testCtx(t, 5*time.Minute+p.block)
+	ctx := testkit.ContextWithin(t, 5*time.Minute+p.block)
 	dbURL := testdb.NewDatabase(t)
 	proxy := testdb.NewProxy(t, proxyTarget(t, dbURL))
 	sim := newSim(t, trackunitsim.Options{})

@@ -17,6 +17,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/events"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
@@ -87,10 +88,7 @@ func startEventReplica(t *testing.T, dbURL string, recv *eventReceiver) *eventRe
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	keys, err := crypto.ParseKeyring("k1:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("d", 32))))
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := testkit.Keyring(t, "k1:"+base64.StdEncoding.EncodeToString([]byte(strings.Repeat("d", 32))))
 	r := &eventReplica{st: store.New(pool, keys)}
 	r.d, err = events.New(events.Config{
 		Pool: pool, Store: r.st, WebhookURL: recv.srv.URL, WebhookSecret: crypto.Secret(recv.secret),
@@ -158,24 +156,18 @@ func checkEventDeliveries(t *testing.T, st *store.Store, got []eventDelivery, re
 
 func waitEventsDelivered(t *testing.T, st *store.Store, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	testkit.WaitForWithin(t, within, "every event delivered", func() bool {
 		evs, err := st.ListLifecycleEvents(context.Background(), 0, 1_000_000)
-		done := err == nil && len(evs) > 0
+		if err != nil || len(evs) == 0 {
+			return false
+		}
 		for _, ev := range evs {
 			if ev.DeliveryState != store.DeliveryDelivered {
-				done = false
-				break
+				return false
 			}
 		}
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("events not all delivered within %s", within)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return true
+	})
 }
 
 // drillEventsReceiverDown: the receiver refuses every webhook during all
@@ -220,13 +212,7 @@ func drillEventsReplicaKilled(t *testing.T, callbacks int) {
 	if err := doomed.callback(ctx, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(recv.deliveries()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the doomed replica never started delivering")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, "the doomed replica to start delivering", func() bool { return len(recv.deliveries()) > 0 })
 	proxy.Block() // the doomed replica is gone mid-delivery
 	recv.status.Store(http.StatusOK)
 	survivor := startEventReplica(t, dbURL, recv)

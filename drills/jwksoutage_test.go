@@ -34,7 +34,7 @@ type jwksOutage struct {
 // (and its retry backoff) allows, and accept callbacks signed with the new
 // key once the endpoint is back.
 func drillJWKSOutage(t *testing.T, p jwksOutage) {
-	ctx := testCtx(t, 5*time.Minute)
+	ctx := testkit.ContextWithin(t, 5*time.Minute)
 	clock := testkit.NewClock(time.Now())
 	sim := newSim(t, trackunitsim.Options{Now: clock.Now})
 	cooldown := identity.DefaultUnknownKIDCooldown

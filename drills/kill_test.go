@@ -11,6 +11,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/bench/harness"
 	"github.com/irisx-broker/irisx-broker/bench/loadgen"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -28,7 +29,7 @@ type kill struct {
 // credentials its callback carried (no torn or corrupt row), that every
 // install has its event, and that the restarted broker serves tokens.
 func drillKill(t *testing.T, p kill) {
-	ctx := testCtx(t, 5*time.Minute)
+	ctx := testkit.ContextWithin(t, 5*time.Minute)
 	dbURL := testdb.NewDatabase(t)
 	sim := newSim(t, trackunitsim.Options{})
 	keys := newKeys(t)

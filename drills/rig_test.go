@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/irisx-broker/irisx-broker/bench/harness"
-	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
@@ -50,13 +50,6 @@ func brokerBinary(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return binary
-}
-
-// testCtx bounds a drill so that a stuck step fails it instead of hanging.
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func newSim(t *testing.T, opts trackunitsim.Options) *harness.SimServer {
@@ -141,10 +134,7 @@ func proxyTarget(t *testing.T, dbURL string) string {
 // proxy, with the broker's keyring so stored secrets can be opened.
 func openStore(t *testing.T, ctx context.Context, dbURL, keys string) (*store.Store, *pgx.Conn) {
 	t.Helper()
-	ring, err := crypto.ParseKeyring(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := testkit.Keyring(t, keys)
 	pool, err := store.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)

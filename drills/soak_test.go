@@ -12,6 +12,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/bench/harness"
 	"github.com/irisx-broker/irisx-broker/bench/loadgen"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -47,7 +48,7 @@ type procSample struct {
 // for the duration and checks that nothing failed and that goroutines and
 // open files at the end are where they were at the start.
 func drillSoak(t *testing.T, p soak) {
-	ctx := testCtx(t, p.duration+5*time.Minute)
+	ctx := testkit.ContextWithin(t, p.duration+5*time.Minute)
 	dbURL := testdb.NewDatabase(t)
 	sim := newSim(t, trackunitsim.Options{})
 	// ES256 signs fast enough to make callbacks on the fly for any length

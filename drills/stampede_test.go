@@ -7,6 +7,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/bench/harness"
 	"github.com/irisx-broker/irisx-broker/bench/loadgen"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -15,7 +16,7 @@ import (
 // server is slow, and checks that every caller got the token and that each
 // broker called the auth server once at most.
 func drillStampede(t *testing.T, callers, instances int) {
-	ctx := testCtx(t, 3*time.Minute)
+	ctx := testkit.ContextWithin(t, 3*time.Minute)
 	dbURL := testdb.NewDatabase(t)
 	sim := newSim(t, trackunitsim.Options{})
 	keys := newKeys(t)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -33,7 +34,7 @@ func TestWebhookDeliveredSigned(t *testing.T) {
 	r := newRig(t, recv.srv.URL, "", nil)
 	before := time.Now().Unix()
 	r.install(t, 1, "a")
-	eventually(t, 10*time.Second, "the event delivered", allDelivered(r))
+	testkit.WaitFor(t, "the event delivered", allDelivered(r))
 	got := recv.requests()
 	if len(got) != 1 {
 		t.Fatalf("%d requests, want 1", len(got))
@@ -70,7 +71,7 @@ func TestWebhookRetriedAfter500AndHang(t *testing.T) {
 	})
 	r := newRig(t, recv.srv.URL, "", nil)
 	r.install(t, 1, "a")
-	eventually(t, 15*time.Second, "the event delivered", allDelivered(r))
+	testkit.WaitFor(t, "the event delivered", allDelivered(r))
 	got := recv.requests()
 	if len(got) != 3 {
 		t.Fatalf("%d requests, want 3", len(got))
@@ -95,12 +96,12 @@ func TestWebhookGivenUpThenRedelivered(t *testing.T) {
 	recv.setAnswer(func(int) int { return http.StatusServiceUnavailable })
 	r := newRig(t, recv.srv.URL, "", nil)
 	r.install(t, 1, "a")
-	eventually(t, 10*time.Second, "a failed attempt", func() bool { return len(recv.requests()) >= 2 })
+	testkit.WaitFor(t, "a failed attempt", func() bool { return len(recv.requests()) >= 2 })
 	if ev := r.events(t)[0]; ev.DeliveryState != store.DeliveryPending {
 		t.Fatalf("state %q before the maximum age, want pending", ev.DeliveryState)
 	}
 	r.clock.Advance(24*time.Hour + time.Minute)
-	eventually(t, 10*time.Second, "the event given up", func() bool {
+	testkit.WaitFor(t, "the event given up", func() bool {
 		return r.events(t)[0].DeliveryState == store.DeliveryGivenUp
 	})
 	if r.obs.givenUp != 1 {
@@ -109,7 +110,7 @@ func TestWebhookGivenUpThenRedelivered(t *testing.T) {
 
 	recv.setAnswer(func(int) int { return http.StatusOK })
 	r.uninstall(t, 1)
-	eventually(t, 10*time.Second, "the next event delivered", func() bool {
+	testkit.WaitFor(t, "the next event delivered", func() bool {
 		evs := r.events(t)
 		return len(evs) == 2 && evs[1].DeliveryState == store.DeliveryDelivered
 	})
@@ -117,7 +118,7 @@ func TestWebhookGivenUpThenRedelivered(t *testing.T) {
 	if _, err := r.d.Redeliver(context.Background(), first.Seq); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the redelivered event delivered", allDelivered(r))
+	testkit.WaitFor(t, "the redelivered event delivered", allDelivered(r))
 	got := recv.requests()
 	last := got[len(got)-1]
 	if last.ID != first.ID() || !last.Verified {
@@ -148,7 +149,7 @@ func TestWebhookReceiverDownThenBack(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	recv.setAnswer(func(int) int { return http.StatusOK })
-	eventually(t, 60*time.Second, "every event delivered", allDelivered(r))
+	testkit.WaitFor(t, "every event delivered", allDelivered(r))
 	if n := checkOrderAndDuplicates(t, recv.requests()); n != installs*rounds {
 		t.Errorf("%d distinct events delivered, want %d", n, installs*rounds)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/events"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -137,14 +138,6 @@ func (o *countingObserver) EventDelivered(time.Duration) { o.mu.Lock(); o.delive
 func (o *countingObserver) EventRetried(string)          { o.mu.Lock(); o.retried++; o.mu.Unlock() }
 func (o *countingObserver) EventGivenUp()                { o.mu.Lock(); o.givenUp++; o.mu.Unlock() }
 
-func keyring(t testing.TB) *crypto.Keyring {
-	k, err := crypto.ParseKeyring("k1:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // newRig starts a deliverer posting to url (empty: no webhook) on a fresh
 // database, or on dbURL when given (a second replica).
 func newRig(t *testing.T, url, dbURL string, tweak func(*events.Config)) *rig {
@@ -158,7 +151,7 @@ func newRig(t *testing.T, url, dbURL string, tweak func(*events.Config)) *rig {
 	}
 	t.Cleanup(pool.Close)
 	r := &rig{pool: pool, clock: &offsetClock{}, obs: &countingObserver{}}
-	r.st = store.New(pool, keyring(t))
+	r.st = store.New(pool, testkit.Keyring(t, testkit.KeySpec))
 	cfg := events.Config{
 		Pool: pool, Store: r.st, WebhookURL: url, WebhookSecret: crypto.Secret(secret),
 		Now: r.clock.Now, Observer: r.obs, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -213,18 +206,6 @@ func (r *rig) events(t *testing.T) []store.LifecycleEvent {
 		t.Fatal(err)
 	}
 	return evs
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 type testWriter struct{ t *testing.T }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // defaultConfig is the configuration most tests verify under.
@@ -202,7 +204,7 @@ func TestVerifyRejectsAttacks(t *testing.T) {
 	for _, tc := range attacks {
 		want = append(want, tc.reason)
 		t.Run(tc.name, func(t *testing.T) {
-			id, err := h.v.Verify(testCtx(t), tc.token)
+			id, err := h.v.Verify(testkit.Context(t), tc.token)
 			if err == nil {
 				t.Fatalf("Verify accepted the token: %+v", id)
 			}
@@ -244,7 +246,7 @@ func TestTooLargeIsCheap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	dots := strings.Repeat(".", 1<<20)
 	allocs := testing.AllocsPerRun(20, func() {
 		_, err = v.Verify(ctx, dots)

@@ -338,10 +338,3 @@ func (h *harness) timerDelays(t testing.TB, n int) []time.Duration {
 	}
 	return got
 }
-
-// ctx is a bounded context for one Verify call.
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // randomKIDToken is a well-formed token naming kid; its signature is junk,
@@ -32,7 +34,7 @@ func TestUnknownKIDStormFetchesOncePerCooldown(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			_, err := h.v.Verify(testCtx(t), randomKIDToken(fmt.Sprintf("random-%d-%x", i, i*7919)))
+			_, err := h.v.Verify(testkit.Context(t), randomKIDToken(fmt.Sprintf("random-%d-%x", i, i*7919)))
 			reasons[i] = ReasonOf(err)
 		})
 	}
@@ -48,15 +50,15 @@ func TestUnknownKIDStormFetchesOncePerCooldown(t *testing.T) {
 
 	// Still within the cooldown: no fetch.
 	h.clock.Advance(DefaultUnknownKIDCooldown - time.Second)
-	_, _ = h.v.Verify(testCtx(t), randomKIDToken("late"))
+	_, _ = h.v.Verify(testkit.Context(t), randomKIDToken("late"))
 	if got := srv.hits.Load(); got != 2 {
 		t.Errorf("fetches within the cooldown = %d, want 2", got)
 	}
 
 	// Past the cooldown: exactly one more.
 	h.clock.Advance(time.Second)
-	_, _ = h.v.Verify(testCtx(t), randomKIDToken("after-cooldown-1"))
-	_, _ = h.v.Verify(testCtx(t), randomKIDToken("after-cooldown-2"))
+	_, _ = h.v.Verify(testkit.Context(t), randomKIDToken("after-cooldown-1"))
+	_, _ = h.v.Verify(testkit.Context(t), randomKIDToken("after-cooldown-2"))
 	if got := srv.hits.Load(); got != 3 {
 		t.Errorf("fetches after the cooldown = %d, want 3", got)
 	}
@@ -68,7 +70,7 @@ func TestRotatedKeyIsFetchedOnDemand(t *testing.T) {
 	h := startVerifier(t, srv, defaultConfig())
 
 	srv.serveJSON(jwksJSON(t, rsaA, ec256)) // Trackunit rotates ec-256 in
-	id, err := h.v.Verify(testCtx(t), mint(t, ec256, "", validClaims(), nil))
+	id, err := h.v.Verify(testkit.Context(t), mint(t, ec256, "", validClaims(), nil))
 	if err != nil {
 		t.Fatalf("Verify with the rotated-in key: %v", err)
 	}
@@ -79,7 +81,7 @@ func TestRotatedKeyIsFetchedOnDemand(t *testing.T) {
 		t.Errorf("fetches = %d, want 2", got)
 	}
 	// The old key still works, and no more fetches happen.
-	if _, err := h.v.Verify(testCtx(t), mint(t, rsaA, "", validClaims(), nil)); err != nil {
+	if _, err := h.v.Verify(testkit.Context(t), mint(t, rsaA, "", validClaims(), nil)); err != nil {
 		t.Errorf("Verify with the old key: %v", err)
 	}
 	if got := srv.hits.Load(); got != 2 {
@@ -96,10 +98,10 @@ func TestPeriodicRefresh(t *testing.T) {
 	if got := h.refresh(t); got != FetchOK {
 		t.Fatalf("refresh outcome = %q", got)
 	}
-	if _, err := h.v.Verify(testCtx(t), mint(t, ec256, "", validClaims(), nil)); err != nil {
+	if _, err := h.v.Verify(testkit.Context(t), mint(t, ec256, "", validClaims(), nil)); err != nil {
 		t.Errorf("Verify with the new key: %v", err)
 	}
-	_, err := h.v.Verify(testCtx(t), mint(t, rsaA, "", validClaims(), nil))
+	_, err := h.v.Verify(testkit.Context(t), mint(t, rsaA, "", validClaims(), nil))
 	if got := ReasonOf(err); got != ReasonUnknownKID {
 		t.Errorf("retired key: reason %q, want %q", got, ReasonUnknownKID)
 	}
@@ -148,7 +150,7 @@ func TestFailingJWKSKeepsLastGoodKeys(t *testing.T) {
 			cfg.FetchTimeout = 200 * time.Millisecond
 			h := startVerifier(t, srv, cfg)
 			tok := mint(t, rsaA, "", validClaims(), nil)
-			if _, err := h.v.Verify(testCtx(t), tok); err != nil {
+			if _, err := h.v.Verify(testkit.Context(t), tok); err != nil {
 				t.Fatalf("Verify before the failure: %v", err)
 			}
 
@@ -159,7 +161,7 @@ func TestFailingJWKSKeepsLastGoodKeys(t *testing.T) {
 			if !h.v.Ready() {
 				t.Error("Ready() = false after a failed refresh; the last good set should stay")
 			}
-			if _, err := h.v.Verify(testCtx(t), tok); err != nil {
+			if _, err := h.v.Verify(testkit.Context(t), tok); err != nil {
 				t.Errorf("Verify after the failure: %v", err)
 			}
 			// A failure schedules a quick retry instead of a full interval.
@@ -203,7 +205,7 @@ func TestReadyAndKeySetAge(t *testing.T) {
 	}
 	tok := mint(t, rsaA, "", validClaims(), nil)
 	// No keys: the request asks for a refetch (which fails too).
-	_, err := h.v.Verify(testCtx(t), tok)
+	_, err := h.v.Verify(testkit.Context(t), tok)
 	if got := ReasonOf(err); got != ReasonNoKeys {
 		t.Errorf("reason = %q, want %q", got, ReasonNoKeys)
 	}
@@ -213,12 +215,12 @@ func TestReadyAndKeySetAge(t *testing.T) {
 
 	srv.serveJSON(jwksJSON(t, rsaA))
 	// Within the cooldown nothing is fetched, so still no keys.
-	_, err = h.v.Verify(testCtx(t), tok)
+	_, err = h.v.Verify(testkit.Context(t), tok)
 	if got := ReasonOf(err); got != ReasonNoKeys {
 		t.Errorf("reason within cooldown = %q, want %q", got, ReasonNoKeys)
 	}
 	h.clock.Advance(DefaultUnknownKIDCooldown)
-	if _, err := h.v.Verify(testCtx(t), tok); err != nil {
+	if _, err := h.v.Verify(testkit.Context(t), tok); err != nil {
 		t.Fatalf("Verify once the JWKS answers: %v", err)
 	}
 	if !h.v.Ready() {
@@ -265,7 +267,7 @@ func TestRunLifecycle(t *testing.T) {
 	tok := mint(t, rsaA, "", validClaims(), nil)
 
 	// Without Run nothing is fetched, not even on demand.
-	_, err = v.Verify(testCtx(t), tok)
+	_, err = v.Verify(testkit.Context(t), tok)
 	if got := ReasonOf(err); got != ReasonNoKeys {
 		t.Errorf("reason without Run = %q, want %q", got, ReasonNoKeys)
 	}
@@ -292,7 +294,7 @@ func TestRunLifecycle(t *testing.T) {
 
 	// A request waiting on a hanging refetch is let go when Run stops.
 	srv.set(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-	vctx := testCtx(t)
+	vctx := testkit.Context(t)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := v.Verify(vctx, randomKIDToken("needs-refetch"))
@@ -320,10 +322,10 @@ func TestRunLifecycle(t *testing.T) {
 	<-done
 
 	// Once Run has stopped, the last good keys still verify and nothing is fetched.
-	if _, err := v.Verify(testCtx(t), tok); err != nil {
+	if _, err := v.Verify(testkit.Context(t), tok); err != nil {
 		t.Errorf("Verify after Run stopped: %v", err)
 	}
-	_, _ = v.Verify(testCtx(t), randomKIDToken("after-stop"))
+	_, _ = v.Verify(testkit.Context(t), randomKIDToken("after-stop"))
 	if got := srv.hits.Load(); got != 2 {
 		t.Errorf("fetches = %d, want 2", got)
 	}

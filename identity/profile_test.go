@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // Planted claim values: none may ever appear in a profile or its log line.
@@ -90,7 +92,7 @@ func TestProfileForEveryVerdict(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, p, err := h.v.Check(testCtx(t), tc.token)
+			_, p, err := h.v.Check(testkit.Context(t), tc.token)
 			if got := ReasonOf(err); got != tc.rule {
 				t.Fatalf("reason = %q, want %q", got, tc.rule)
 			}
@@ -126,7 +128,7 @@ func TestProfileForEveryVerdict(t *testing.T) {
 
 	// The accepted profile in detail: iss and aud are shown, times are
 	// relative to iat.
-	_, p, _ := h.v.Check(testCtx(t), good)
+	_, p, _ := h.v.Check(testkit.Context(t), good)
 	if p.Iss != testIssuer || !cmp.Equal(p.Aud, []string{testAudience}) || p.Kid != rsaA.kid || p.Alg != "RS256" {
 		t.Errorf("accepted profile = %+v", p)
 	}
@@ -137,7 +139,7 @@ func TestProfileForEveryVerdict(t *testing.T) {
 		t.Errorf("shape = %q, want %q", p.Shape(), want)
 	}
 	// claim_mismatch is CheckBody's, applied by the caller.
-	id, p, _ := h.v.Check(testCtx(t), good)
+	id, p, _ := h.v.Check(testkit.Context(t), good)
 	if err := id.CheckBody("@other/app", plantedAccount); ReasonOf(err) != ReasonClaimMismatch {
 		t.Fatalf("CheckBody: %v", err)
 	}
@@ -174,7 +176,7 @@ func TestProfileOfUndecodableTokens(t *testing.T) {
 		{`{"payload":"x"}`, ReasonSerialization},
 		{good, ReasonNoKeys},
 	} {
-		_, p, err := v.Check(testCtx(t), tc.token)
+		_, p, err := v.Check(testkit.Context(t), tc.token)
 		if ReasonOf(err) != tc.rule || p.Rule != tc.rule || p.Verdict != VerdictRefused {
 			t.Errorf("%.20q: profile %+v, err %v; want rule %s", tc.token, p, err, tc.rule)
 		}
@@ -185,7 +187,7 @@ func TestProfileOfUndecodableTokens(t *testing.T) {
 		assertNoSecrets(t, line, tc.token)
 	}
 	// The no_keys token decoded: its shape is there for the operator.
-	_, p, _ := v.Check(testCtx(t), good)
+	_, p, _ := v.Check(testkit.Context(t), good)
 	if !p.Decoded || p.Iss != testIssuer {
 		t.Errorf("no_keys profile = %+v", p)
 	}
@@ -255,7 +257,7 @@ func TestProfileOfHostileTokens(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, p, err := h.v.Check(testCtx(t), tc.token)
+			_, p, err := h.v.Check(testkit.Context(t), tc.token)
 			if err == nil {
 				t.Fatal("hostile token accepted")
 			}

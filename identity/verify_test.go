@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 func TestVerifyAccepts(t *testing.T) {
@@ -48,7 +50,7 @@ func TestVerifyAccepts(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			id, err := h.v.Verify(testCtx(t), tc.token)
+			id, err := h.v.Verify(testkit.Context(t), tc.token)
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -63,7 +65,7 @@ func TestVerifyAccepts(t *testing.T) {
 		cfg := defaultConfig()
 		cfg.Issuer, cfg.Audience = "", ""
 		h2 := startVerifier(t, srv, cfg)
-		id, err := h2.v.Verify(testCtx(t), mint(t, rsaA, "", with(minimal, map[string]any{"iss": "x", "aud": 5}), nil))
+		id, err := h2.v.Verify(testkit.Context(t), mint(t, rsaA, "", with(minimal, map[string]any{"iss": "x", "aud": 5}), nil))
 		if err != nil {
 			t.Fatalf("Verify: %v", err)
 		}
@@ -78,7 +80,7 @@ func TestVerifyNoKIDWithOneKeyJWKS(t *testing.T) {
 	srv := newJWKSServer(t, jwksJSON(t, ec256))
 	h := startVerifier(t, srv, defaultConfig())
 	tok := mint(t, ec256, "", validClaims(), map[string]any{"kid": nil})
-	id, err := h.v.Verify(testCtx(t), tok)
+	id, err := h.v.Verify(testkit.Context(t), tok)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -86,7 +88,7 @@ func TestVerifyNoKIDWithOneKeyJWKS(t *testing.T) {
 		t.Errorf("identity (-want +got):\n%s", diff)
 	}
 	// The one key still has a kid: a token naming another kid is refused.
-	_, err = h.v.Verify(testCtx(t), mint(t, ec256.withKID("other", ""), "", validClaims(), nil))
+	_, err = h.v.Verify(testkit.Context(t), mint(t, ec256.withKID("other", ""), "", validClaims(), nil))
 	if got := ReasonOf(err); got != ReasonUnknownKID {
 		t.Errorf("reason = %q, want %q", got, ReasonUnknownKID)
 	}
@@ -117,7 +119,7 @@ func TestLeewayEdges(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := h.v.Verify(testCtx(t), mint(t, rsaA, "", with(validClaims(), tc.change), nil))
+			_, err := h.v.Verify(testkit.Context(t), mint(t, rsaA, "", with(validClaims(), tc.change), nil))
 			if diff := cmp.Diff(tc.reason, ReasonOf(err)); diff != "" {
 				t.Errorf("reason (-want +got):\n%s (err %v)", diff, err)
 			}

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -47,30 +46,12 @@ func (k NewAPIKey) normalized() (NewAPIKey, error) {
 	if !ValidAPIUserName(k.Name) {
 		problems = append(problems, "name must be 1 to 128 letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
 	}
-	for _, f := range []struct {
-		name  string
-		value crypto.Secret
-	}{{"clientId", k.ClientID}, {"clientSecret", k.ClientSecret}} {
-		if v := f.value.Reveal(); v == "" || len(v) > maxAPISecretLen || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-			problems = append(problems, fmt.Sprintf("%s is required: 1 to %d bytes of UTF-8", f.name, maxAPISecretLen))
-		}
+	problems = append(problems, secretProblems(namedSecret{"clientId", k.ClientID}, namedSecret{"clientSecret", k.ClientSecret})...)
+	scopes, scopeProblems := uniqueScopes(k.Scopes)
+	if len(scopes) == 0 && len(scopeProblems) == 0 {
+		scopeProblems = append(scopeProblems, "scopes: at least one is required")
 	}
-	var scopes []string
-	for _, s := range k.Scopes {
-		if !scopeToken(s) {
-			problems = append(problems, "scopes must be OAuth scope tokens (printable ASCII without spaces, quotes or backslashes)")
-			break
-		}
-		if !slices.Contains(scopes, s) {
-			scopes = append(scopes, s)
-		}
-	}
-	if len(scopes) == 0 {
-		problems = append(problems, "scopes: at least one is required")
-	}
-	if len(scopes) > maxAPIUserScopes {
-		problems = append(problems, fmt.Sprintf("at most %d scopes", maxAPIUserScopes))
-	}
+	problems = append(problems, scopeProblems...)
 	if len(problems) > 0 {
 		return NewAPIKey{}, &ValidationError{Message: strings.Join(problems, "; ")}
 	}

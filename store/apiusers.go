@@ -102,27 +102,10 @@ func (u NewAPIUser) normalized() (NewAPIUser, error) {
 	if !printable(u.Username, maxUsernameLen) {
 		problems = append(problems, fmt.Sprintf("username is required: 1 to %d bytes of printable UTF-8", maxUsernameLen))
 	}
-	for _, f := range []struct {
-		name  string
-		value crypto.Secret
-	}{{"password", u.Password}, {"clientId", u.ClientID}, {"clientSecret", u.ClientSecret}} {
-		if v := f.value.Reveal(); v == "" || len(v) > maxAPISecretLen || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-			problems = append(problems, fmt.Sprintf("%s is required: 1 to %d bytes of UTF-8", f.name, maxAPISecretLen))
-		}
-	}
-	scopes := make([]string, 0, len(u.Scopes))
-	for _, s := range u.Scopes {
-		if !scopeToken(s) {
-			problems = append(problems, "scopes must be OAuth scope tokens (printable ASCII without spaces, quotes or backslashes)")
-			break
-		}
-		if !slices.Contains(scopes, s) {
-			scopes = append(scopes, s)
-		}
-	}
-	if len(scopes) > maxAPIUserScopes {
-		problems = append(problems, fmt.Sprintf("at most %d scopes", maxAPIUserScopes))
-	}
+	problems = append(problems, secretProblems(
+		namedSecret{"password", u.Password}, namedSecret{"clientId", u.ClientID}, namedSecret{"clientSecret", u.ClientSecret})...)
+	scopes, scopeProblems := uniqueScopes(u.Scopes)
+	problems = append(problems, scopeProblems...)
 	if len(problems) > 0 {
 		return NewAPIUser{}, &ValidationError{Message: strings.Join(problems, "; ")}
 	}
@@ -143,6 +126,46 @@ func printable(s string, maxLen int) bool {
 		}
 	}
 	return true
+}
+
+// namedSecret is a secret field of a registration, named as the API names it.
+type namedSecret struct {
+	name  string
+	value crypto.Secret
+}
+
+// secretProblems checks that each secret of a registration is 1 to
+// maxAPISecretLen bytes of UTF-8 without NUL, naming the field, never its
+// value.
+func secretProblems(secrets ...namedSecret) []string {
+	var problems []string
+	for _, f := range secrets {
+		if v := f.value.Reveal(); v == "" || len(v) > maxAPISecretLen || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			problems = append(problems, fmt.Sprintf("%s is required: 1 to %d bytes of UTF-8", f.name, maxAPISecretLen))
+		}
+	}
+	return problems
+}
+
+// uniqueScopes returns the scopes of a registration (an API user's or an
+// API key's) without duplicates, in their order, with what is wrong with
+// them: a scope that is not a scope-token, more than maxAPIUserScopes.
+func uniqueScopes(in []string) ([]string, []string) {
+	var problems []string
+	scopes := make([]string, 0, len(in))
+	for _, s := range in {
+		if !scopeToken(s) {
+			problems = append(problems, "scopes must be OAuth scope tokens (printable ASCII without spaces, quotes or backslashes)")
+			break
+		}
+		if !slices.Contains(scopes, s) {
+			scopes = append(scopes, s)
+		}
+	}
+	if len(scopes) > maxAPIUserScopes {
+		problems = append(problems, fmt.Sprintf("at most %d scopes", maxAPIUserScopes))
+	}
+	return scopes, problems
 }
 
 // scopeToken reports whether s is an RFC 6749 scope-token.
@@ -219,7 +242,7 @@ func (s *Store) CreateAPIUser(ctx context.Context, u NewAPIUser) (APIUser, error
 		return err
 	})
 	if err != nil {
-		return APIUser{}, fmt.Errorf("store: create API user: %w", err)
+		return APIUser{}, fmt.Errorf("%w: create API user: %w", ErrDatabase, err)
 	}
 	return out, nil
 }
@@ -235,7 +258,7 @@ func (s *Store) ListAPIUsers(ctx context.Context) ([]APIUser, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: list API users: %w", err)
+		return nil, fmt.Errorf("%w: list API users: %w", ErrDatabase, err)
 	}
 	return users, nil
 }
@@ -251,7 +274,7 @@ func (s *Store) DeleteAPIUser(ctx context.Context, name string) error {
 	// that succeeded as not found.
 	tag, err := s.pool.Exec(ctx, `DELETE FROM api_users WHERE name = $1`, name)
 	if err != nil {
-		return fmt.Errorf("store: delete API user: %w", err)
+		return fmt.Errorf("%w: delete API user: %w", ErrDatabase, err)
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrAPIUserNotFound

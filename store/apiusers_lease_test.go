@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -21,7 +22,7 @@ func TestAPIUserLease(t *testing.T) {
 	lease := func(owner string, need time.Duration) (store.APIUserState, store.LeaseState) {
 		t.Helper()
 		now := e.clock.Now()
-		st, state, err := e.store.LeaseAPIUser(ctx(t), "leased", owner, now, need, now.Add(20*time.Second))
+		st, state, err := e.store.LeaseAPIUser(testkit.Context(t), "leased", owner, now, need, now.Add(20*time.Second))
 		if err != nil {
 			t.Fatalf("LeaseAPIUser(%s): %v", owner, err)
 		}
@@ -33,10 +34,10 @@ func TestAPIUserLease(t *testing.T) {
 	got = append(got, s1, s2)
 	tokens := store.APIUserTokens{AccessToken: "at-1", RefreshToken: "rt-1", TokenType: "Bearer",
 		Scopes: []string{"api"}, ExpiresAt: e.clock.Now().Add(time.Hour)}
-	if _, ok, err := e.store.CommitAPIUserLease(ctx(t), a, "b", store.APIUserUpdate{Tokens: &tokens}); err != nil || ok {
+	if _, ok, err := e.store.CommitAPIUserLease(testkit.Context(t), a, "b", store.APIUserUpdate{Tokens: &tokens}); err != nil || ok {
 		t.Errorf("commit by a replica without the lease: ok %v, err %v; want refused", ok, err)
 	}
-	if v, ok, err := e.store.CommitAPIUserLease(ctx(t), a, "a", store.APIUserUpdate{Tokens: &tokens}); err != nil || !ok || v.AccessToken != "at-1" {
+	if v, ok, err := e.store.CommitAPIUserLease(testkit.Context(t), a, "a", store.APIUserUpdate{Tokens: &tokens}); err != nil || !ok || v.AccessToken != "at-1" {
 		t.Fatalf("commit by the lease holder: ok %v, err %v", ok, err)
 	}
 	shared, s3 := lease("b", 30*time.Minute) // valid past need: shared, not leased
@@ -57,21 +58,21 @@ func TestAPIUserLease(t *testing.T) {
 	next := store.APIUserTokens{AccessToken: "at-2", RefreshToken: "rt-2", TokenType: "Bearer",
 		Scopes: []string{"api"}, ExpiresAt: e.clock.Now().Add(time.Hour)}
 	e.setTokens(t, "leased", next)
-	if _, ok, err := e.store.CommitAPIUserLease(ctx(t), c, "c", store.APIUserUpdate{Tokens: &tokens}); err != nil || ok {
+	if _, ok, err := e.store.CommitAPIUserLease(testkit.Context(t), c, "c", store.APIUserUpdate{Tokens: &tokens}); err != nil || ok {
 		t.Errorf("commit after the refresh token changed: ok %v, err %v; want refused", ok, err)
 	}
 
-	if err := e.store.ReleaseAPIUserLease(ctx(t), "leased", "c"); err != nil {
+	if err := e.store.ReleaseAPIUserLease(testkit.Context(t), "leased", "c"); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := lease("d", 2*time.Hour)
-	if _, _, err := e.store.CommitAPIUserLease(ctx(t), st, "d", store.APIUserUpdate{Reject: true, LastError: "invalid_grant"}); err != nil {
+	if _, _, err := e.store.CommitAPIUserLease(testkit.Context(t), st, "d", store.APIUserUpdate{Reject: true, LastError: "invalid_grant"}); err != nil {
 		t.Fatal(err)
 	}
 	if st, state := lease("e", 0); state != store.LeaseBusy || st.Status != store.APIUserCredentialsRejected {
 		t.Errorf("rejected user: state %v, status %q; want busy and credentials_rejected", state, st.Status)
 	}
-	if _, _, err := e.store.LeaseAPIUser(ctx(t), "nobody", "a", e.clock.Now(), 0, e.clock.Now()); !errors.Is(err, store.ErrAPIUserNotFound) {
+	if _, _, err := e.store.LeaseAPIUser(testkit.Context(t), "nobody", "a", e.clock.Now(), 0, e.clock.Now()); !errors.Is(err, store.ErrAPIUserNotFound) {
 		t.Errorf("LeaseAPIUser(unknown): %v, want ErrAPIUserNotFound", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -23,7 +24,7 @@ func newUser(name string) store.NewAPIUser {
 
 func (e *env) createUser(t testing.TB, u store.NewAPIUser) store.APIUser {
 	t.Helper()
-	got, err := e.store.CreateAPIUser(ctx(t), u)
+	got, err := e.store.CreateAPIUser(testkit.Context(t), u)
 	if err != nil {
 		t.Fatalf("CreateAPIUser(%s): %v", u.Name, err)
 	}
@@ -33,7 +34,7 @@ func (e *env) createUser(t testing.TB, u store.NewAPIUser) store.APIUser {
 // setTokens commits tokens for a user as a refresh would.
 func (e *env) setTokens(t testing.TB, name string, tok store.APIUserTokens) store.APIUserToken {
 	t.Helper()
-	v, err := e.store.UpdateAPIUserLocked(ctx(t), name, func(store.APIUserState) (store.APIUserUpdate, error) {
+	v, err := e.store.UpdateAPIUserLocked(testkit.Context(t), name, func(store.APIUserState) (store.APIUserUpdate, error) {
 		return store.APIUserUpdate{Tokens: &tok}, nil
 	})
 	if err != nil {
@@ -58,7 +59,7 @@ func TestAPIUserCreateListReplaceDelete(t *testing.T) {
 		t.Errorf("CreateAPIUser (-want +got):\n%s", diff)
 	}
 	e.createUser(t, v)
-	got, err := e.store.ListAPIUsers(ctx(t))
+	got, err := e.store.ListAPIUsers(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestAPIUserCreateListReplaceDelete(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	e.setTokens(t, u.Name, store.APIUserTokens{AccessToken: "at-1", RefreshToken: "rt-1", TokenType: "Bearer",
 		Scopes: []string{"api"}, ExpiresAt: e.clock.Now().Add(time.Hour)})
-	if _, err := e.store.UpdateAPIUserLocked(ctx(t), u.Name, func(store.APIUserState) (store.APIUserUpdate, error) {
+	if _, err := e.store.UpdateAPIUserLocked(testkit.Context(t), u.Name, func(store.APIUserState) (store.APIUserUpdate, error) {
 		return store.APIUserUpdate{Reject: true, LastError: "invalid_grant"}, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -84,7 +85,7 @@ func TestAPIUserCreateListReplaceDelete(t *testing.T) {
 	if diff := cmp.Diff(wantReplaced, replaced); diff != "" {
 		t.Errorf("replacing CreateAPIUser (-want +got):\n%s", diff)
 	}
-	if tok, err := e.store.APIUserToken(ctx(t), u.Name); err != nil || !tok.AccessToken.IsZero() || tok.Status != store.APIUserActive {
+	if tok, err := e.store.APIUserToken(testkit.Context(t), u.Name); err != nil || !tok.AccessToken.IsZero() || tok.Status != store.APIUserActive {
 		t.Errorf("after replacing: token %v, status %q, %v; want none and active", !tok.AccessToken.IsZero(), tok.Status, err)
 	}
 	state := e.lockedState(t, u.Name)
@@ -92,15 +93,15 @@ func TestAPIUserCreateListReplaceDelete(t *testing.T) {
 		t.Error("replacing did not store the new password or kept the old refresh token")
 	}
 
-	if err := e.store.DeleteAPIUser(ctx(t), "alpha"); err != nil {
+	if err := e.store.DeleteAPIUser(testkit.Context(t), "alpha"); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"alpha", "never-was", "bad name"} {
-		err := e.store.DeleteAPIUser(ctx(t), name)
+		err := e.store.DeleteAPIUser(testkit.Context(t), name)
 		if !errors.Is(err, store.ErrAPIUserNotFound) || !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("DeleteAPIUser(%q): %v, want ErrAPIUserNotFound", name, err)
 		}
-		if _, err := e.store.APIUserToken(ctx(t), name); !errors.Is(err, store.ErrAPIUserNotFound) {
+		if _, err := e.store.APIUserToken(testkit.Context(t), name); !errors.Is(err, store.ErrAPIUserNotFound) {
 			t.Errorf("APIUserToken(%q): %v, want ErrAPIUserNotFound", name, err)
 		}
 	}
@@ -112,7 +113,7 @@ func TestAPIUserCreateListReplaceDelete(t *testing.T) {
 func (e *env) lockedState(t testing.TB, name string) store.APIUserState {
 	t.Helper()
 	var st store.APIUserState
-	if _, err := e.store.UpdateAPIUserLocked(ctx(t), name, func(s store.APIUserState) (store.APIUserUpdate, error) {
+	if _, err := e.store.UpdateAPIUserLocked(testkit.Context(t), name, func(s store.APIUserState) (store.APIUserUpdate, error) {
 		st = s
 		return store.APIUserUpdate{}, nil
 	}); err != nil {
@@ -146,7 +147,7 @@ func TestAPIUserValidation(t *testing.T) {
 	} {
 		u := newUser("valid-name")
 		tc.mod(&u)
-		_, err := e.store.CreateAPIUser(ctx(t), u)
+		_, err := e.store.CreateAPIUser(testkit.Context(t), u)
 		var ve *store.ValidationError
 		if !errors.As(err, &ve) || !errors.Is(err, store.ErrInvalid) || !strings.Contains(ve.Message, tc.want) {
 			t.Errorf("%s: %v, want a ValidationError about %q", tc.name, err, tc.want)
@@ -191,7 +192,7 @@ func TestAPIUserLockedUpdates(t *testing.T) {
 	if diff := cmp.Diff(wantView, e.setTokens(t, u.Name, tok)); diff != "" {
 		t.Errorf("committed token (-want +got):\n%s", diff)
 	}
-	if got, err := e.store.APIUserToken(ctx(t), u.Name); err != nil || !cmp.Equal(wantView, got) {
+	if got, err := e.store.APIUserToken(testkit.Context(t), u.Name); err != nil || !cmp.Equal(wantView, got) {
 		t.Errorf("APIUserToken = %v, %v; want %v", got, err, wantView)
 	}
 	if st := e.lockedState(t, u.Name); st.RefreshToken != "rt-1" {
@@ -199,7 +200,7 @@ func TestAPIUserLockedUpdates(t *testing.T) {
 	}
 
 	// fn failing writes nothing: a crash between Trackunit's answer and the commit.
-	_, err := e.store.UpdateAPIUserLocked(ctx(t), u.Name, func(store.APIUserState) (store.APIUserUpdate, error) {
+	_, err := e.store.UpdateAPIUserLocked(testkit.Context(t), u.Name, func(store.APIUserState) (store.APIUserUpdate, error) {
 		return store.APIUserUpdate{Tokens: &store.APIUserTokens{AccessToken: "at-2", RefreshToken: "rt-2", ExpiresAt: exp}}, errors.New("killed")
 	})
 	if err == nil || err.Error() != "killed" {
@@ -210,7 +211,7 @@ func TestAPIUserLockedUpdates(t *testing.T) {
 	}
 
 	// A refused refresh token is dropped; the access token and its key stay.
-	if _, err := e.store.UpdateAPIUserLocked(ctx(t), u.Name, func(store.APIUserState) (store.APIUserUpdate, error) {
+	if _, err := e.store.UpdateAPIUserLocked(testkit.Context(t), u.Name, func(store.APIUserState) (store.APIUserUpdate, error) {
 		return store.APIUserUpdate{DropRefreshToken: true, LastError: "server_error"}, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -229,7 +230,7 @@ func TestAPIUserLockedUpdates(t *testing.T) {
 		t.Errorf("tokens without a refresh token: refresh %v, access %v, scopes %v", !st.RefreshToken.IsZero(), st.AccessToken == "at-3", st.Scopes)
 	}
 
-	if _, err := e.store.UpdateAPIUserLocked(ctx(t), u.Name, func(store.APIUserState) (store.APIUserUpdate, error) {
+	if _, err := e.store.UpdateAPIUserLocked(testkit.Context(t), u.Name, func(store.APIUserState) (store.APIUserUpdate, error) {
 		return store.APIUserUpdate{Reject: true, LastError: "invalid_client"}, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -240,7 +241,7 @@ func TestAPIUserLockedUpdates(t *testing.T) {
 	if n := e.count(t, "SELECT count(*) FROM api_users WHERE token_key_id IS NULL AND last_error = 'invalid_client'"); n != 1 {
 		t.Error("Reject left a token key id or no last error")
 	}
-	if _, err := e.store.UpdateAPIUserLocked(ctx(t), "nobody", func(store.APIUserState) (store.APIUserUpdate, error) {
+	if _, err := e.store.UpdateAPIUserLocked(testkit.Context(t), "nobody", func(store.APIUserState) (store.APIUserUpdate, error) {
 		t.Error("fn called for an unknown user")
 		return store.APIUserUpdate{}, nil
 	}); !errors.Is(err, store.ErrAPIUserNotFound) {
@@ -250,7 +251,7 @@ func TestAPIUserLockedUpdates(t *testing.T) {
 
 func (e *env) listedUser(t testing.TB, name string) store.APIUser {
 	t.Helper()
-	users, err := e.store.ListAPIUsers(ctx(t))
+	users, err := e.store.ListAPIUsers(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +274,7 @@ func TestAPIUserLockSerializes(t *testing.T) {
 	holding, release := make(chan struct{}), make(chan struct{})
 	firstDone := make(chan error, 1)
 	go func() {
-		_, err := e.store.UpdateAPIUserLocked(ctx(t), "serial", func(store.APIUserState) (store.APIUserUpdate, error) {
+		_, err := e.store.UpdateAPIUserLocked(testkit.Context(t), "serial", func(store.APIUserState) (store.APIUserUpdate, error) {
 			close(holding)
 			<-release
 			return store.APIUserUpdate{Tokens: &store.APIUserTokens{AccessToken: "from-first", RefreshToken: "rt-first",
@@ -285,7 +286,7 @@ func TestAPIUserLockSerializes(t *testing.T) {
 	secondSaw := make(chan string, 1)
 	secondDone := make(chan error, 1)
 	go func() {
-		_, err := other.UpdateAPIUserLocked(ctx(t), "serial", func(st store.APIUserState) (store.APIUserUpdate, error) {
+		_, err := other.UpdateAPIUserLocked(testkit.Context(t), "serial", func(st store.APIUserState) (store.APIUserUpdate, error) {
 			secondSaw <- st.AccessToken.Reveal()
 			return store.APIUserUpdate{}, nil
 		})
@@ -293,13 +294,9 @@ func TestAPIUserLockSerializes(t *testing.T) {
 	}()
 	// Wait until the second is blocked on the row lock, then check it has
 	// not run.
-	deadline := time.Now().Add(20 * time.Second)
-	for e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the second update never waited for the row lock")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, "the second update to wait for the row lock", func() bool {
+		return e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0
+	})
 	select {
 	case <-secondSaw:
 		t.Fatal("the second update ran while the first held the lock")
@@ -326,13 +323,13 @@ func TestAPIUserTamperedCiphertexts(t *testing.T) {
 	}{
 		{"password in the client secret column", `UPDATE api_users SET client_secret_enc = password_enc WHERE name = 'a'`,
 			func(t *testing.T, e *env) error {
-				_, err := e.store.UpdateAPIUserLocked(ctx(t), "a", noUpdate)
+				_, err := e.store.UpdateAPIUserLocked(testkit.Context(t), "a", noUpdate)
 				return err
 			}},
 		{"access token of another user", `UPDATE api_users SET access_token_enc = (SELECT access_token_enc FROM api_users WHERE name = 'b') WHERE name = 'a'`,
-			func(t *testing.T, e *env) error { _, err := e.store.APIUserToken(ctx(t), "a"); return err }},
+			func(t *testing.T, e *env) error { _, err := e.store.APIUserToken(testkit.Context(t), "a"); return err }},
 		{"refresh token in the access token column", `UPDATE api_users SET access_token_enc = refresh_token_enc WHERE name = 'a'`,
-			func(t *testing.T, e *env) error { _, err := e.store.APIUserToken(ctx(t), "a"); return err }},
+			func(t *testing.T, e *env) error { _, err := e.store.APIUserToken(testkit.Context(t), "a"); return err }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -342,7 +339,7 @@ func TestAPIUserTamperedCiphertexts(t *testing.T) {
 				e.setTokens(t, name, store.APIUserTokens{AccessToken: crypto.Secret("at-" + name), RefreshToken: crypto.Secret("rt-" + name),
 					TokenType: "Bearer", Scopes: []string{"api"}, ExpiresAt: t0.Add(time.Hour)})
 			}
-			if _, err := e.pool.Exec(ctx(t), tc.sql); err != nil {
+			if _, err := e.pool.Exec(testkit.Context(t), tc.sql); err != nil {
 				t.Fatal(err)
 			}
 			if err := tc.read(t, e); !errors.Is(err, store.ErrUndecryptable) || !errors.Is(err, crypto.ErrDecrypt) {
@@ -364,7 +361,7 @@ func TestKeyIDCountsIncludesAPIUsers(t *testing.T) {
 	e.setTokens(t, "one", store.APIUserTokens{AccessToken: "at", RefreshToken: "rt", TokenType: "Bearer", ExpiresAt: t0.Add(time.Hour)})
 	counts := func(s *store.Store) map[string]int64 {
 		t.Helper()
-		c, err := s.KeyIDCounts(ctx(t))
+		c, err := s.KeyIDCounts(testkit.Context(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,11 +370,11 @@ func TestKeyIDCountsIncludesAPIUsers(t *testing.T) {
 	if diff := cmp.Diff(map[string]int64{"k1": 3}, counts(e.store)); diff != "" {
 		t.Errorf("KeyIDCounts (-want +got):\n%s", diff)
 	}
-	rotated := store.New(e.pool, keyring(t, "k2:"+testKey(2)+",k1:"+testKey(1)), store.WithClock(e.clock.Now))
-	if _, err := rotated.CreateAPIUser(ctx(t), newUser("two")); err != nil {
+	rotated := store.New(e.pool, testkit.Keyring(t, "k2:"+testkit.Key(2)+",k1:"+testkit.Key(1)), store.WithClock(e.clock.Now))
+	if _, err := rotated.CreateAPIUser(testkit.Context(t), newUser("two")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rotated.UpdateAPIUserLocked(ctx(t), "one", func(store.APIUserState) (store.APIUserUpdate, error) {
+	if _, err := rotated.UpdateAPIUserLocked(testkit.Context(t), "one", func(store.APIUserState) (store.APIUserUpdate, error) {
 		return store.APIUserUpdate{Tokens: &store.APIUserTokens{AccessToken: "at2", RefreshToken: "rt2", TokenType: "Bearer", ExpiresAt: t0.Add(time.Hour)}}, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -395,22 +392,7 @@ func TestAPIUserNothingStoredInPlainText(t *testing.T) {
 	e.createUser(t, u)
 	tok := store.APIUserTokens{AccessToken: "eyJ.access-token-Z9.sig", RefreshToken: "refresh-token-Y8", TokenType: "Bearer", ExpiresAt: t0.Add(time.Hour)}
 	e.setTokens(t, u.Name, tok)
-	var sb strings.Builder
-	for _, table := range []string{"api_users", "installs", "install_events"} {
-		rows, err := e.pool.Query(ctx(t), "SELECT t::text FROM "+table+" t")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			sb.WriteString(line + "\n")
-		}
-		rows.Close()
-	}
-	dump := sb.String()
+	dump := testkit.DumpTables(t, e.pool)
 	if !strings.Contains(dump, "plain@api.example") {
 		t.Fatal("the dump does not even hold the user")
 	}

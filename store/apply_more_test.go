@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -22,12 +23,12 @@ func TestConcurrentDeliveriesSerialise(t *testing.T) {
 		wg.Add(2)
 		go func() { // the same credentials from every goroutine
 			defer wg.Done()
-			_, err := e.store.ApplyInstallEvent(ctx(t), installed(account, "same", "same", t0))
+			_, err := e.store.ApplyInstallEvent(testkit.Context(t), installed(account, "same", "same", t0))
 			errs <- err
 		}()
 		go func() { // different credentials each
 			defer wg.Done()
-			_, err := e.store.ApplyInstallEvent(ctx(t), installed(other, "cid", fmt.Sprint("secret-", i), t0))
+			_, err := e.store.ApplyInstallEvent(testkit.Context(t), installed(other, "cid", fmt.Sprint("secret-", i), t0))
 			errs <- err
 		}()
 	}
@@ -58,16 +59,16 @@ func TestRejectedCredentials(t *testing.T) {
 	e.apply(t, installed(account, "cid", "new", t0.Add(time.Second)), store.OutcomeInstalled)
 
 	// A rejection observed with version 1 must not mark version 2.
-	if err := e.store.MarkCredentialsRejected(ctx(t), app, account, 1, "invalid_client"); err != nil {
+	if err := e.store.MarkCredentialsRejected(testkit.Context(t), app, account, 1, "invalid_client"); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.creds(t, account).Status; got != store.StatusInstalled {
 		t.Fatalf("stale rejection marked the install %q", got)
 	}
-	if err := e.store.MarkCredentialsRejected(ctx(t), app, account, 2, "invalid_client"); err != nil {
+	if err := e.store.MarkCredentialsRejected(testkit.Context(t), app, account, 2, "invalid_client"); err != nil {
 		t.Fatal(err)
 	}
-	in, _, _ := e.store.GetInstall(ctx(t), app, account, 0)
+	in, _, _ := e.store.GetInstall(testkit.Context(t), app, account, 0)
 	if in.Status != store.StatusCredentialsRejected || in.LastError != "invalid_client" {
 		t.Fatalf("install = %+v, want credentials_rejected with last error", in)
 	}
@@ -75,12 +76,12 @@ func TestRejectedCredentials(t *testing.T) {
 		t.Errorf("a rejected install's credentials = %+v, want them kept", got)
 	}
 	// Unknown installs and bad ids are not errors.
-	if err := e.store.MarkCredentialsRejected(ctx(t), app, other, 1, "x"); err != nil {
+	if err := e.store.MarkCredentialsRejected(testkit.Context(t), app, other, 1, "x"); err != nil {
 		t.Errorf("MarkCredentialsRejected(unknown) = %v", err)
 	}
 	// Only a new INSTALLED ends the rejection, even with the same credentials.
 	e.apply(t, installed(account, "cid", "new", t0.Add(time.Second)), store.OutcomeInstalled)
-	in, _, _ = e.store.GetInstall(ctx(t), app, account, 0)
+	in, _, _ = e.store.GetInstall(testkit.Context(t), app, account, 0)
 	if in.Status != store.StatusInstalled || in.LastError != "" || e.raw(t, account).Version != 3 {
 		t.Errorf("after a new INSTALLED: %+v version %d, want installed, no error, version 3", in, e.raw(t, account).Version)
 	}
@@ -98,48 +99,18 @@ func TestCredentialsNeverStoredInPlainText(t *testing.T) {
 		ev.JTI = "jti" // the helper's default jti quotes the client id
 		e.apply(t, ev, store.OutcomeInstalled)
 	}
-	if err := e.store.MarkCredentialsRejected(ctx(t), app, account, 1, "invalid_client"); err != nil {
+	if err := e.store.MarkCredentialsRejected(testkit.Context(t), app, account, 1, "invalid_client"); err != nil {
 		t.Fatal(err)
 	}
 
-	// A pg_dump equivalent: every row of every table as text.
-	rows, err := e.pool.Query(ctx(t), `SELECT quote_ident(table_schema) || '.' || quote_ident(table_name)
-		FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var tbl string
-		if err := rows.Scan(&tbl); err != nil {
-			t.Fatal(err)
-		}
-		tables = append(tables, tbl)
-	}
-	if rows.Err() != nil || len(tables) < 2 {
-		t.Fatalf("listed tables %v: %v", tables, rows.Err())
-	}
-	var dump strings.Builder
-	for _, tbl := range tables {
-		rows, err := e.pool.Query(ctx(t), "SELECT t::text FROM "+tbl+" t")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			dump.WriteString(line + "\n")
-		}
-	}
-	if !strings.Contains(dump.String(), account) {
-		t.Fatalf("dump does not even contain the account id; is it complete?\n%s", dump.String())
+	dump := testkit.DumpTables(t, e.pool)
+	if !strings.Contains(dump, account) {
+		t.Fatalf("dump does not even contain the account id; is it complete?\n%s", dump)
 	}
 	for _, plain := range []string{clientID, secret} {
 		// bytea renders as hex, so look for the hex form too.
 		for _, form := range []string{plain, fmt.Sprintf("%x", plain)} {
-			if strings.Contains(dump.String(), form) {
+			if strings.Contains(dump, form) {
 				t.Errorf("the database holds %q in plain text", form)
 			}
 		}

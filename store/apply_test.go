@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -30,7 +31,7 @@ func TestDuplicateDeliveryIsIdempotent(t *testing.T) {
 	if n := e.count(t, "SELECT count(*) FROM installs"); n != 1 {
 		t.Errorf("%d installs rows, want 1", n)
 	}
-	if n := e.count(t, "SELECT count(*) FROM install_events WHERE outcome = 'installed'"); n != 2 {
+	if n := e.count(t, "SELECT count(*) FROM install_events WHERE outcome = $1", store.OutcomeInstalled); n != 2 {
 		t.Errorf("%d logged events, want 2", n)
 	}
 	want := store.Credentials{IrisAppID: app, AccountID: account, Status: store.StatusInstalled,
@@ -71,7 +72,7 @@ func TestUninstalledErasesCredentials(t *testing.T) {
 	if diff := cmp.Diff(want, e.creds(t, account)); diff != "" {
 		t.Errorf("credentials (-want +got):\n%s", diff)
 	}
-	in, _, err := e.store.GetInstall(ctx(t), app, account, 0)
+	in, _, err := e.store.GetInstall(testkit.Context(t), app, account, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func TestUninstalledErasesCredentials(t *testing.T) {
 	if got.Status != store.StatusInstalled || got.ClientSecret != "secret-3" || got.Version != 3 {
 		t.Errorf("after reinstall: %+v (secret %q)", got, got.ClientSecret.Reveal())
 	}
-	in, _, _ = e.store.GetInstall(ctx(t), app, account, 0)
+	in, _, _ = e.store.GetInstall(testkit.Context(t), app, account, 0)
 	if !in.InstalledAt.Equal(t0.Add(time.Hour)) || in.UninstalledAt != nil {
 		t.Errorf("after reinstall InstalledAt = %v UninstalledAt = %v, want %v and nil", in.InstalledAt, in.UninstalledAt, t0.Add(time.Hour))
 	}
@@ -101,7 +102,7 @@ func TestUninstallOfUnknownInstall(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.apply(t, uninstalled(account, t0), store.OutcomeUninstalled)
-	in, _, err := e.store.GetInstall(ctx(t), app, account, 0)
+	in, _, err := e.store.GetInstall(testkit.Context(t), app, account, 0)
 	if err != nil {
 		t.Fatalf("GetInstall: %v", err)
 	}
@@ -190,7 +191,7 @@ func TestEveryEventIsLogged(t *testing.T) {
 	e.apply(t, odd, store.OutcomeIgnored)
 	e.apply(t, uninstalled(account, t0.Add(time.Hour)), store.OutcomeUninstalled)
 
-	_, events, err := e.store.GetInstall(ctx(t), app, account, 50)
+	_, events, err := e.store.GetInstall(testkit.Context(t), app, account, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func TestApplyInstallEventRejectsBadInput(t *testing.T) {
 		"INSTALLED without secret": noSecret, "account not a UUID": badAccount,
 		"empty app id": noApp, "app id too long": longApp,
 	} {
-		if _, err := e.store.ApplyInstallEvent(ctx(t), ev); !errors.Is(err, store.ErrInvalid) {
+		if _, err := e.store.ApplyInstallEvent(testkit.Context(t), ev); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("%s: error = %v, want ErrInvalid", name, err)
 		}
 	}
@@ -254,7 +255,7 @@ func TestInstallCredentialsNotFound(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	for _, acct := range []string{account, "nope"} {
-		if _, err := e.store.InstallCredentials(ctx(t), app, acct); !errors.Is(err, store.ErrNotFound) {
+		if _, err := e.store.InstallCredentials(testkit.Context(t), app, acct); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("InstallCredentials(%q) error = %v, want ErrNotFound", acct, err)
 		}
 	}

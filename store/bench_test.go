@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -21,7 +22,7 @@ func BenchmarkApplyInstallEvent(b *testing.B) {
 	for _, mode := range []string{"first", "duplicate", "replace"} {
 		b.Run(mode, func(b *testing.B) {
 			e := newEnv(b)
-			c := ctx(b)
+			c := testkit.Context(b)
 			const installs = 512 // pre-created for duplicate and replace
 			if mode != "first" {
 				for i := range installs {

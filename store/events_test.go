@@ -11,12 +11,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
 func (e *env) eventTypes(t *testing.T) []string {
 	t.Helper()
-	evs, err := e.store.ListLifecycleEvents(ctx(t), 0, 1000)
+	evs, err := e.store.ListLifecycleEvents(testkit.Context(t), 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestLifecycleEventsFromTheirCauses(t *testing.T) {
 	var observed []string
 	e.store = store.New(e.pool, e.keys, store.WithClock(e.clock.Now),
 		store.WithEventObserver(func(typ string) { observed = append(observed, typ) }))
-	c := ctx(t)
+	c := testkit.Context(t)
 
 	e.apply(t, installed(account, "id-1", "secret-1", t0), store.OutcomeInstalled)                  // first install: event
 	e.apply(t, installed(account, "id-1", "secret-1", t0), store.OutcomeInstalled)                  // duplicate: none
@@ -92,7 +93,7 @@ func TestLifecycleEventsHoldNoSecret(t *testing.T) {
 	e := newEnv(t)
 	e.apply(t, installed(account, "client-id-visible", "super-secret-value", t0), store.OutcomeInstalled)
 	var dump string
-	if err := e.pool.QueryRow(ctx(t), `SELECT string_agg(e::text, ' ') FROM install_events_out e`).Scan(&dump); err != nil {
+	if err := e.pool.QueryRow(testkit.Context(t), `SELECT string_agg(e::text, ' ') FROM install_events_out e`).Scan(&dump); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"client-id-visible", "super-secret-value"} {
@@ -109,7 +110,7 @@ func TestLifecycleEventWriteFailureRollsBackTheChange(t *testing.T) {
 	e.store.SetEventEnqueuer(func(context.Context, pgx.Tx, store.InstallKey) error {
 		return fmt.Errorf("queue down")
 	})
-	if _, err := e.store.ApplyInstallEvent(ctx(t), installed(account, "id", "secret", t0)); err == nil {
+	if _, err := e.store.ApplyInstallEvent(testkit.Context(t), installed(account, "id", "secret", t0)); err == nil {
 		t.Fatal("ApplyInstallEvent succeeded with the event write failing")
 	}
 	if n := e.count(t, `SELECT count(*) FROM installs`); n != 0 {
@@ -139,7 +140,7 @@ func TestLifecycleEventIDsSortInCommitOrder(t *testing.T) {
 		})
 	}
 	const perReplica = 40
-	c := ctx(t)
+	c := testkit.Context(t)
 	// A pause after the id is drawn and before the commit, as a slow WAL
 	// flush makes: with ids from a plain sequence, a larger id would then
 	// often commit (and be read) before a smaller one.

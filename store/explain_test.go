@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -67,18 +67,15 @@ func TestListInstallsPlanIsKeysetIndexScan(t *testing.T) {
 		INSERT INTO installs (iris_app_id, account_id, status, key_id, client_id_enc, client_secret_enc,
 			credentials_version, installed_at, updated_at, last_event_at)
 		SELECT '@app/' || (i % 4), md5(i::text)::uuid,
-			CASE WHEN i % 7 = 0 THEN 'credentials_rejected' ELSE 'installed' END,
+			CASE WHEN i % 7 = 0 THEN $2 ELSE $3 END,
 			'k1', '\x00'::bytea, '\x00'::bytea, 1, now(), now(), now()
-		FROM generate_series(1, $1) AS i`, rows); err != nil {
+		FROM generate_series(1, $1) AS i`, rows, store.StatusCredentialsRejected, store.StatusInstalled); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, "ANALYZE installs"); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := crypto.ParseKeyring("k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := testkit.Keyring(t, "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	st := store.New(pool, keys)
 
 	// A start key about 80% of the way through the table.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -35,7 +36,7 @@ func TestDatabaseOutage(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	s, p := proxied(t, e)
-	if _, err := s.ApplyInstallEvent(ctx(t), installed(account, "cid", "s1", t0)); err != nil {
+	if _, err := s.ApplyInstallEvent(testkit.Context(t), installed(account, "cid", "s1", t0)); err != nil {
 		t.Fatalf("before the outage: %v", err)
 	}
 	// Fill the pool with connections that will all be dead after Block.
@@ -44,13 +45,13 @@ func TestDatabaseOutage(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := s.ApplyInstallEvent(ctx(t), installed(acct(100+i), "cid", "s", t0)); err != nil {
+			if _, err := s.ApplyInstallEvent(testkit.Context(t), installed(acct(100+i), "cid", "s", t0)); err != nil {
 				t.Errorf("warming the pool: %v", err)
 			}
 		}()
 	}
 	wg.Wait()
-	if err := s.Ping(ctx(t)); err != nil {
+	if err := s.Ping(testkit.Context(t)); err != nil {
 		t.Fatalf("Ping before the outage: %v", err)
 	}
 
@@ -74,10 +75,10 @@ func TestDatabaseOutage(t *testing.T) {
 	p.Unblock()
 	// The first call after the outage succeeds, even though the pool may
 	// still hold connections that died in it.
-	if _, err := s.ApplyInstallEvent(ctx(t), installed(account, "cid", "s2", t0.Add(time.Second))); err != nil {
+	if _, err := s.ApplyInstallEvent(testkit.Context(t), installed(account, "cid", "s2", t0.Add(time.Second))); err != nil {
 		t.Fatalf("after the outage: %v", err)
 	}
-	if _, err := s.InstallCredentials(ctx(t), app, acct(100)); err != nil {
+	if _, err := s.InstallCredentials(testkit.Context(t), app, acct(100)); err != nil {
 		t.Fatalf("InstallCredentials after the outage: %v", err)
 	}
 	if got := e.creds(t, account); got.ClientSecret != "s2" {

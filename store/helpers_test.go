@@ -2,8 +2,6 @@ package store_test
 
 import (
 	"context"
-	"encoding/base64"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,19 +22,6 @@ const (
 // t0 is the fake "now" every test starts from.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func testKey(b byte) string {
-	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+b)), crypto.KeySize)))
-}
-
-func keyring(t testing.TB, spec string) *crypto.Keyring {
-	t.Helper()
-	k, err := crypto.ParseKeyring(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // env is one test's database, pool, keyring and store.
 type env struct {
 	url   string
@@ -54,17 +39,9 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	e := &env{url: url, pool: pool, keys: keyring(t, "k1:"+testKey(1)+",k0:"+testKey(0)), clock: testkit.NewClock(t0)}
+	e := &env{url: url, pool: pool, keys: testkit.Keyring(t, "k1:"+testkit.Key(1)+",k0:"+testkit.Key(0)), clock: testkit.NewClock(t0)}
 	e.store = store.New(pool, e.keys, store.WithClock(e.clock.Now))
 	return e
-}
-
-// ctx is a test context bounded so no test can hang.
-func ctx(t testing.TB) context.Context {
-	t.Helper()
-	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return c
 }
 
 func installed(acct, clientID, secret string, at time.Time) store.InstallEvent {
@@ -84,7 +61,7 @@ func uninstalled(acct string, at time.Time) store.InstallEvent {
 
 func (e *env) apply(t testing.TB, ev store.InstallEvent, want store.Outcome) {
 	t.Helper()
-	got, err := e.store.ApplyInstallEvent(ctx(t), ev)
+	got, err := e.store.ApplyInstallEvent(testkit.Context(t), ev)
 	if err != nil {
 		t.Fatalf("ApplyInstallEvent(%s at %s): %v", ev.Type, ev.EventAt, err)
 	}
@@ -95,7 +72,7 @@ func (e *env) apply(t testing.TB, ev store.InstallEvent, want store.Outcome) {
 
 func (e *env) creds(t testing.TB, acct string) store.Credentials {
 	t.Helper()
-	c, err := e.store.InstallCredentials(ctx(t), app, acct)
+	c, err := e.store.InstallCredentials(testkit.Context(t), app, acct)
 	if err != nil {
 		t.Fatalf("InstallCredentials: %v", err)
 	}
@@ -115,7 +92,7 @@ type rawRow struct {
 func (e *env) raw(t testing.TB, acct string) rawRow {
 	t.Helper()
 	var r rawRow
-	err := e.pool.QueryRow(ctx(t), `SELECT status, key_id, client_id_enc, client_secret_enc, credentials_version, last_event_at
+	err := e.pool.QueryRow(testkit.Context(t), `SELECT status, key_id, client_id_enc, client_secret_enc, credentials_version, last_event_at
 		FROM installs WHERE iris_app_id = $1 AND account_id = $2`, app, acct).
 		Scan(&r.Status, &r.KeyID, &r.ClientIDEnc, &r.ClientSecretEnc, &r.Version, &r.LastEventAt)
 	if err != nil {
@@ -127,7 +104,7 @@ func (e *env) raw(t testing.TB, acct string) rawRow {
 func (e *env) count(t testing.TB, sql string, args ...any) int {
 	t.Helper()
 	var n int
-	if err := e.pool.QueryRow(ctx(t), sql, args...).Scan(&n); err != nil {
+	if err := e.pool.QueryRow(testkit.Context(t), sql, args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return n

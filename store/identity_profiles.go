@@ -77,7 +77,7 @@ func (s *Store) RecordIdentityProfile(ctx context.Context, p IdentityProfile) er
 		cleanList(p.UnknownFields, true))
 	b.Queue(pruneProfilesSQL, p.Verdict, MaxIdentityProfiles)
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("store: record identity profile: %w", err)
+		return fmt.Errorf("%w: record identity profile: %w", ErrDatabase, err)
 	}
 	return nil
 }
@@ -98,7 +98,7 @@ func (s *Store) ListIdentityProfiles(ctx context.Context, verdict string, limit 
 		return p, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: list identity profiles: %w", err)
+		return nil, fmt.Errorf("%w: list identity profiles: %w", ErrDatabase, err)
 	}
 	return out, nil
 }

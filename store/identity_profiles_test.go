@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -21,11 +22,11 @@ func TestIdentityProfilesRoundTrip(t *testing.T) {
 	}
 	refused := store.IdentityProfile{SeenAt: t0.Add(time.Second), Verdict: store.VerdictRefused, Rule: "malformed"}
 	for _, p := range []store.IdentityProfile{in, refused} {
-		if err := e.store.RecordIdentityProfile(ctx(t), p); err != nil {
+		if err := e.store.RecordIdentityProfile(testkit.Context(t), p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := e.store.ListIdentityProfiles(ctx(t), store.VerdictAccepted, 50)
+	got, err := e.store.ListIdentityProfiles(testkit.Context(t), store.VerdictAccepted, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestIdentityProfilesRoundTrip(t *testing.T) {
 	if diff := cmp.Diff(in, got[0]); diff != "" {
 		t.Errorf("profile (-want +got):\n%s", diff)
 	}
-	got, err = e.store.ListIdentityProfiles(ctx(t), store.VerdictRefused, 50)
+	got, err = e.store.ListIdentityProfiles(testkit.Context(t), store.VerdictRefused, 50)
 	if err != nil || len(got) != 1 {
 		t.Fatalf("refused: %v, %v", got, err)
 	}
@@ -45,7 +46,7 @@ func TestIdentityProfilesRoundTrip(t *testing.T) {
 		t.Errorf("refused profile = %+v, want nil unknown fields and age, empty aud", g)
 	}
 
-	err = e.store.RecordIdentityProfile(ctx(t), store.IdentityProfile{Verdict: "maybe"})
+	err = e.store.RecordIdentityProfile(testkit.Context(t), store.IdentityProfile{Verdict: "maybe"})
 	if !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("verdict maybe: %v, want ErrInvalid", err)
 	}
@@ -61,7 +62,7 @@ func TestIdentityProfilesRetention(t *testing.T) {
 	e := newEnv(t)
 	rec := func(verdict, kid string) {
 		t.Helper()
-		if err := e.store.RecordIdentityProfile(ctx(t), store.IdentityProfile{Verdict: verdict, Kid: kid}); err != nil {
+		if err := e.store.RecordIdentityProfile(testkit.Context(t), store.IdentityProfile{Verdict: verdict, Kid: kid}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -72,7 +73,7 @@ func TestIdentityProfilesRetention(t *testing.T) {
 	if n := e.count(t, "SELECT count(*) FROM identity_profiles WHERE verdict = 'refused'"); n != store.MaxIdentityProfiles {
 		t.Errorf("%d refused rows, want %d", n, store.MaxIdentityProfiles)
 	}
-	got, err := e.store.ListIdentityProfiles(ctx(t), store.VerdictAccepted, 10)
+	got, err := e.store.ListIdentityProfiles(testkit.Context(t), store.VerdictAccepted, 10)
 	if err != nil || len(got) != 1 || got[0].Kid != "the-accepted-one" {
 		t.Errorf("accepted after a refused flood = %v, %v", got, err)
 	}
@@ -87,14 +88,14 @@ func TestUnknownFieldsInEventLog(t *testing.T) {
 	e := newEnv(t)
 	ev := installed(account, "0oa-client", "s3cret", t0)
 	ev.UnknownFields = []string{"newField", "zeta"}
-	if _, err := e.store.ApplyInstallEvent(ctx(t), ev); err != nil {
+	if _, err := e.store.ApplyInstallEvent(testkit.Context(t), ev); err != nil {
 		t.Fatal(err)
 	}
 	plain := installed(account, "0oa-client", "s3cret", t0.Add(time.Minute))
-	if _, err := e.store.ApplyInstallEvent(ctx(t), plain); err != nil {
+	if _, err := e.store.ApplyInstallEvent(testkit.Context(t), plain); err != nil {
 		t.Fatal(err)
 	}
-	_, events, err := e.store.GetInstall(ctx(t), app, account, 10)
+	_, events, err := e.store.GetInstall(testkit.Context(t), app, account, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

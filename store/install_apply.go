@@ -189,7 +189,7 @@ func (s *Store) ApplyInstallEvent(ctx context.Context, ev InstallEvent) (Outcome
 			return err
 		})
 		if err != nil {
-			return "", fmt.Errorf("store: record install event: %w", err)
+			return "", fmt.Errorf("%w: record install event: %w", ErrDatabase, err)
 		}
 		return OutcomeIgnored, nil
 	}
@@ -230,7 +230,7 @@ func (s *Store) applyFirst(ctx context.Context, rec received, creds *sealed) (Ou
 		})
 	})
 	if err != nil {
-		return "", false, fmt.Errorf("store: apply install event: insert: %w", err)
+		return "", false, fmt.Errorf("%w: apply install event: insert: %w", ErrDatabase, err)
 	}
 	if tag.RowsAffected() == 1 {
 		s.eventCommitted(eventTypeOf(first.Status))
@@ -249,7 +249,7 @@ func (s *Store) applyExisting(ctx context.Context, rec received, creds *sealed) 
 		})
 	})
 	if err != nil {
-		return "", false, fmt.Errorf("store: apply install event: %w", err)
+		return "", false, fmt.Errorf("%w: apply install event: %w", ErrDatabase, err)
 	}
 	if found && (outcome == OutcomeInstalled || outcome == OutcomeUninstalled) {
 		s.changed(rec.key)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/clip"
 )
 
 // maxAppIDLen matches the CHECK on installs.iris_app_id; it also keeps every
@@ -74,5 +75,5 @@ func (k InstallKey) notifyPayload() string {
 func clean(s string, n int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	s = strings.ReplaceAll(s, "\x00", "")
-	return truncate(s, n)
+	return clip.Bytes(s, n)
 }

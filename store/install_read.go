@@ -124,7 +124,7 @@ func (s *Store) InstallCredentials(ctx context.Context, irisAppID, accountID str
 		return Credentials{}, ErrNotFound
 	}
 	if err != nil {
-		return Credentials{}, fmt.Errorf("store: read install credentials: %w", err)
+		return Credentials{}, fmt.Errorf("%w: read install credentials: %w", ErrDatabase, err)
 	}
 	if keyID == nil {
 		return c, nil
@@ -182,7 +182,7 @@ func (s *Store) ListInstalls(ctx context.Context, f ListFilter) ([]Install, erro
 	rows, _ := s.pool.Query(ctx, q, args...)
 	views, err := pgx.CollectRows(rows, pgx.RowToStructByName[installView])
 	if err != nil {
-		return nil, fmt.Errorf("store: list installs: %w", err)
+		return nil, fmt.Errorf("%w: list installs: %w", ErrDatabase, err)
 	}
 	installs := make([]Install, len(views))
 	for i, v := range views {
@@ -216,15 +216,15 @@ func (s *Store) GetInstall(ctx context.Context, irisAppID, accountID string, eve
 		return Install{}, nil, ErrNotFound
 	}
 	if err != nil {
-		return Install{}, nil, fmt.Errorf("store: get install: %w", err)
+		return Install{}, nil, fmt.Errorf("%w: get install: %w", ErrDatabase, err)
 	}
 	rows, _ = br.Query()
 	evs, err := pgx.CollectRows(rows, pgx.RowToStructByName[Event])
 	if err != nil {
-		return Install{}, nil, fmt.Errorf("store: get install events: %w", err)
+		return Install{}, nil, fmt.Errorf("%w: get install events: %w", ErrDatabase, err)
 	}
 	if err := br.Close(); err != nil {
-		return Install{}, nil, fmt.Errorf("store: get install: %w", err)
+		return Install{}, nil, fmt.Errorf("%w: get install: %w", ErrDatabase, err)
 	}
 	return view.install(), evs, nil
 }
@@ -249,7 +249,7 @@ func (s *Store) KeyIDs(ctx context.Context) ([]string, error) {
 		ORDER BY 1`)
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("store: list key ids: %w", err)
+		return nil, fmt.Errorf("%w: list key ids: %w", ErrDatabase, err)
 	}
 	return ids, nil
 }
@@ -276,7 +276,7 @@ func (s *Store) KeyIDCounts(ctx context.Context) (map[string]int64, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: count key ids: %w", err)
+		return nil, fmt.Errorf("%w: count key ids: %w", ErrDatabase, err)
 	}
 	return counts, nil
 }

@@ -43,7 +43,7 @@ func (s *Store) MarkCredentialsRejected(ctx context.Context, irisAppID, accountI
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("store: mark credentials rejected: %w", err)
+		return fmt.Errorf("%w: mark credentials rejected: %w", ErrDatabase, err)
 	}
 	if marked {
 		s.eventCommitted(EventCredentialsRejected)
@@ -120,7 +120,7 @@ func (s *Store) RecordTokenResults(ctx context.Context, results []TokenResult) e
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("store: record token results: %w", err)
+		return fmt.Errorf("%w: record token results: %w", ErrDatabase, err)
 	}
 	return nil
 }

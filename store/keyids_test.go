@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -18,7 +19,7 @@ func TestKeyIDsMatchesKeyIDCounts(t *testing.T) {
 	e := newEnv(t) // primary k1
 	ids := func(s *store.Store) []string {
 		t.Helper()
-		got, err := s.KeyIDs(ctx(t))
+		got, err := s.KeyIDs(testkit.Context(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,25 +29,25 @@ func TestKeyIDsMatchesKeyIDCounts(t *testing.T) {
 		t.Errorf("KeyIDs on an empty database = %v", got)
 	}
 	e.apply(t, installed(account, "cid-a", "secret-a", t0), store.OutcomeInstalled)
-	rotated := store.New(e.pool, keyring(t, "k2:"+testKey(2)+",k1:"+testKey(1)), store.WithClock(e.clock.Now))
+	rotated := store.New(e.pool, testkit.Keyring(t, "k2:"+testkit.Key(2)+",k1:"+testkit.Key(1)), store.WithClock(e.clock.Now))
 	third := "6f1c0e9a-1b2c-4d3e-8f40-000000000003"
-	if _, err := rotated.ApplyInstallEvent(ctx(t), uninstalled(third, t0)); err != nil {
+	if _, err := rotated.ApplyInstallEvent(testkit.Context(t), uninstalled(third, t0)); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"k1"}, ids(rotated)); diff != "" {
 		t.Errorf("KeyIDs, installs only (-want +got):\n%s", diff)
 	}
 	// API users: credentials and tokens under k3.
-	third3 := store.New(e.pool, keyring(t, "k3:"+testKey(3)+",k2:"+testKey(2)+",k1:"+testKey(1)), store.WithClock(e.clock.Now))
-	if _, err := third3.CreateAPIUser(ctx(t), newUser("one")); err != nil {
+	third3 := store.New(e.pool, testkit.Keyring(t, "k3:"+testkit.Key(3)+",k2:"+testkit.Key(2)+",k1:"+testkit.Key(1)), store.WithClock(e.clock.Now))
+	if _, err := third3.CreateAPIUser(testkit.Context(t), newUser("one")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := third3.UpdateAPIUserLocked(ctx(t), "one", func(store.APIUserState) (store.APIUserUpdate, error) {
+	if _, err := third3.UpdateAPIUserLocked(testkit.Context(t), "one", func(store.APIUserState) (store.APIUserUpdate, error) {
 		return store.APIUserUpdate{Tokens: &store.APIUserTokens{AccessToken: "at", RefreshToken: "rt", TokenType: "Bearer", ExpiresAt: t0.Add(time.Hour)}}, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	counts, err := e.store.KeyIDCounts(ctx(t))
+	counts, err := e.store.KeyIDCounts(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -65,18 +66,18 @@ func TestListenDeliversChanges(t *testing.T) {
 	e.apply(t, installed(account, "cid", "s0", t0.Add(-time.Hour)), store.OutcomeStale) // none
 	ignored := installed(account, "cid", "s9", t0.Add(time.Hour))
 	ignored.Type = "OTHER"
-	e.apply(t, ignored, store.OutcomeIgnored)                                                        // none
-	e.apply(t, installed(account, "cid", "s2", t0.Add(time.Second)), store.OutcomeInstalled)         // notify
-	e.apply(t, uninstalled(account, t0.Add(2*time.Second)), store.OutcomeUninstalled)                // notify
-	e.apply(t, uninstalled(account, t0.Add(3*time.Second)), store.OutcomeUninstalled)                // none
-	e.apply(t, installed(other, "cid", "x", t0), store.OutcomeInstalled)                             // notify
-	if err := e.store.MarkCredentialsRejected(ctx(t), app, other, 1, "invalid_client"); err != nil { // notify
+	e.apply(t, ignored, store.OutcomeIgnored)                                                                    // none
+	e.apply(t, installed(account, "cid", "s2", t0.Add(time.Second)), store.OutcomeInstalled)                     // notify
+	e.apply(t, uninstalled(account, t0.Add(2*time.Second)), store.OutcomeUninstalled)                            // notify
+	e.apply(t, uninstalled(account, t0.Add(3*time.Second)), store.OutcomeUninstalled)                            // none
+	e.apply(t, installed(other, "cid", "x", t0), store.OutcomeInstalled)                                         // notify
+	if err := e.store.MarkCredentialsRejected(testkit.Context(t), app, other, 1, "invalid_client"); err != nil { // notify
 		t.Fatal(err)
 	}
-	if err := e.store.MarkCredentialsRejected(ctx(t), app, other, 1, "invalid_client"); err != nil { // none
+	if err := e.store.MarkCredentialsRejected(testkit.Context(t), app, other, 1, "invalid_client"); err != nil { // none
 		t.Fatal(err)
 	}
-	if err := e.store.RecordTokenResults(ctx(t), []store.TokenResult{{IrisAppID: app, AccountID: other, At: t0}}); err != nil { // none
+	if err := e.store.RecordTokenResults(testkit.Context(t), []store.TokenResult{{IrisAppID: app, AccountID: other, At: t0}}); err != nil { // none
 		t.Fatal(err)
 	}
 	// A sentinel: notifications arrive in commit order, so anything sent

@@ -78,7 +78,7 @@ func Migrate(ctx context.Context, databaseURL string, logger *slog.Logger) (Migr
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return res, fmt.Errorf("store: migrate: connect: %w", err)
+		return res, fmt.Errorf("%w: migrate: connect: %w", ErrDatabase, err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -87,7 +87,7 @@ func Migrate(ctx context.Context, databaseURL string, logger *slog.Logger) (Migr
 	}()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return res, fmt.Errorf("store: migrate: begin: %w", err)
+		return res, fmt.Errorf("%w: migrate: begin: %w", ErrDatabase, err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
@@ -108,7 +108,7 @@ func Migrate(ctx context.Context, databaseURL string, logger *slog.Logger) (Migr
 
 	// golang-migrate's table, so its tools (and older binaries) agree.
 	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)`); err != nil {
-		return res, fmt.Errorf("store: migrate: version table: %w", err)
+		return res, fmt.Errorf("%w: migrate: version table: %w", ErrDatabase, err)
 	}
 	from, dirty, err := readVersion(ctx, tx)
 	if err != nil {
@@ -136,20 +136,20 @@ func Migrate(ctx context.Context, databaseURL string, logger *slog.Logger) (Migr
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
-			return res, fmt.Errorf("store: migrate: migration %d: %w", v, err)
+			return res, fmt.Errorf("%w: migrate: migration %d: %w", ErrDatabase, v, err)
 		}
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM schema_migrations`); err != nil {
-		return res, fmt.Errorf("store: migrate: set version: %w", err)
+		return res, fmt.Errorf("%w: migrate: set version: %w", ErrDatabase, err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, dirty) VALUES ($1, false)`, int64(res.Latest)); err != nil {
-		return res, fmt.Errorf("store: migrate: set version: %w", err)
+		return res, fmt.Errorf("%w: migrate: set version: %w", ErrDatabase, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return res, fmt.Errorf("store: migrate: commit: %w", err)
+		return res, fmt.Errorf("%w: migrate: commit: %w", ErrDatabase, err)
 	}
 	res.To = res.Latest
 	return res, MigrateRiverUp(ctx, databaseURL)
@@ -195,7 +195,7 @@ func waitLock(ctx context.Context, tx pgx.Tx, key int64) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("store: migrate: waiting for the migration lock: %w", ctx.Err())
 			}
-			return fmt.Errorf("store: migrate: migration lock: %w", err)
+			return fmt.Errorf("%w: migrate: migration lock: %w", ErrDatabase, err)
 		}
 		if ok {
 			return nil
@@ -213,7 +213,7 @@ func waitLock(ctx context.Context, tx pgx.Tx, key int64) error {
 func migrationLockKey(ctx context.Context, tx pgx.Tx) (int64, error) {
 	var db, schema string
 	if err := tx.QueryRow(ctx, "SELECT current_database(), current_schema()").Scan(&db, &schema); err != nil {
-		return 0, fmt.Errorf("store: migrate: current database: %w", err)
+		return 0, fmt.Errorf("%w: migrate: current database: %w", ErrDatabase, err)
 	}
 	id, err := database.GenerateAdvisoryLockId(db, schema, "schema_migrations")
 	if err != nil {
@@ -237,7 +237,7 @@ func readVersion(ctx context.Context, q interface {
 	case errors.Is(err, pgx.ErrNoRows):
 		return 0, false, nil
 	case err != nil:
-		return 0, false, fmt.Errorf("store: migrate: read version: %w", err)
+		return 0, false, fmt.Errorf("%w: migrate: read version: %w", ErrDatabase, err)
 	case v < 0: // golang-migrate's "nil version", dirty after a failed first migration
 		return 0, dirty, nil
 	}
@@ -290,12 +290,12 @@ func MigrationVersion(databaseURL string) (version uint, dirty bool, err error) 
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return 0, false, fmt.Errorf("store: migrate: connect: %w", err)
+		return 0, false, fmt.Errorf("%w: migrate: connect: %w", ErrDatabase, err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
-		return 0, false, fmt.Errorf("store: migrate: read version: %w", err)
+		return 0, false, fmt.Errorf("%w: migrate: read version: %w", ErrDatabase, err)
 	}
 	if !exists {
 		return 0, false, nil
@@ -314,7 +314,7 @@ func withMigrate(databaseURL string, fn func(*migrate.Migrate) error) (err error
 	}
 	m, err := migrate.NewWithSourceInstance("iofs", src, migrateURL)
 	if err != nil {
-		return fmt.Errorf("store: migrate: connect: %w", err)
+		return fmt.Errorf("%w: migrate: connect: %w", ErrDatabase, err)
 	}
 	defer func() {
 		srcErr, dbErr := m.Close()

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -27,17 +28,17 @@ func emptyDatabase(t *testing.T) string {
 	if err := store.MigrateDown(url, count); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx(t), url)
+	conn, err := pgx.Connect(testkit.Context(t), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
 	// River's tables are not ours to migrate down: drop what is left.
-	if _, err := conn.Exec(ctx(t), "DROP SCHEMA public CASCADE; CREATE SCHEMA public"); err != nil {
+	if _, err := conn.Exec(testkit.Context(t), "DROP SCHEMA public CASCADE; CREATE SCHEMA public"); err != nil {
 		t.Fatal(err)
 	}
 	var n int
-	if err := conn.QueryRow(ctx(t), "SELECT count(*) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = 'public'").Scan(&n); err != nil || n != 0 {
+	if err := conn.QueryRow(testkit.Context(t), "SELECT count(*) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = 'public'").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("the database is not empty: %d relations, %v", n, err)
 	}
 	return url
@@ -57,7 +58,7 @@ func threeStarts(t *testing.T, migrateURL, checkURL string) {
 	for i := range 3 {
 		wg.Go(func() {
 			<-start
-			results[i], errs[i] = store.Migrate(ctx(t), migrateURL, nil)
+			results[i], errs[i] = store.Migrate(testkit.Context(t), migrateURL, nil)
 		})
 	}
 	close(start)
@@ -86,13 +87,13 @@ func threeStarts(t *testing.T, migrateURL, checkURL string) {
 	if err != nil || dirty || v != latest {
 		t.Errorf("after three starts: version %d dirty %v (%v), want %d and clean", v, dirty, err, latest)
 	}
-	conn, err := pgx.Connect(ctx(t), checkURL)
+	conn, err := pgx.Connect(testkit.Context(t), checkURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
 	var tables int
-	if err := conn.QueryRow(ctx(t), `SELECT count(*) FROM information_schema.tables
+	if err := conn.QueryRow(testkit.Context(t), `SELECT count(*) FROM information_schema.tables
 		WHERE table_schema = 'public' AND table_name IN ('installs', 'install_events', 'api_users')`).Scan(&tables); err != nil || tables != 3 {
 		t.Errorf("%d of the 3 tables exist (%v)", tables, err)
 	}
@@ -110,10 +111,10 @@ func TestMigrateOnNewerSchemaServes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	latest, _ := latestMigration(t)
-	if _, err := e.pool.Exec(ctx(t), "UPDATE schema_migrations SET version = $1", int64(latest+1)); err != nil {
+	if _, err := e.pool.Exec(testkit.Context(t), "UPDATE schema_migrations SET version = $1", int64(latest+1)); err != nil {
 		t.Fatal(err)
 	}
-	res, err := store.Migrate(ctx(t), e.url, nil)
+	res, err := store.Migrate(testkit.Context(t), e.url, nil)
 	if err != nil {
 		t.Fatalf("Migrate on a newer schema: %v (want a warning, not an error)", err)
 	}
@@ -161,24 +162,24 @@ func TestMigrateLockWaitEndsOnCancel(t *testing.T) {
 				b := testdb.StartPgBouncer(t)
 				url, bouncerLog = b.URL(direct), b.Log
 			}
-			holder, err := pgx.Connect(ctx(t), direct)
+			holder, err := pgx.Connect(testkit.Context(t), direct)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer holder.Close(context.Background())
 			var db, schema string
-			if err := holder.QueryRow(ctx(t), "SELECT current_database(), current_schema()").Scan(&db, &schema); err != nil {
+			if err := holder.QueryRow(testkit.Context(t), "SELECT current_database(), current_schema()").Scan(&db, &schema); err != nil {
 				t.Fatal(err)
 			}
 			id, _ := database.GenerateAdvisoryLockId(db, schema, "schema_migrations")
 			key, _ := strconv.ParseInt(id, 10, 64)
-			if _, err := holder.Exec(ctx(t), "SELECT pg_advisory_lock($1)", key); err != nil {
+			if _, err := holder.Exec(testkit.Context(t), "SELECT pg_advisory_lock($1)", key); err != nil {
 				t.Fatal(err)
 			}
 
 			var logs syncBuffer
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
-			mctx, cancel := context.WithCancel(ctx(t))
+			mctx, cancel := context.WithCancel(testkit.Context(t))
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { _, err := store.Migrate(mctx, url, logger); done <- err }()
@@ -213,7 +214,7 @@ func TestMigrateLockWaitEndsOnCancel(t *testing.T) {
 				if via != "direct" {
 					break // a bouncer keeps its server connections
 				}
-				if err := holder.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity
+				if err := holder.QueryRow(testkit.Context(t), `SELECT count(*) FROM pg_stat_activity
 					WHERE application_name = $1 AND datname = $2`, store.MigrateApplicationName, db).Scan(&waiting); err != nil {
 					t.Fatal(err)
 				}
@@ -226,10 +227,10 @@ func TestMigrateLockWaitEndsOnCancel(t *testing.T) {
 				t.Errorf("%d migration sessions still on the server after cancel", waiting)
 			}
 			// Once the holder lets go, a new start migrates (nothing pending).
-			if _, err := holder.Exec(ctx(t), "SELECT pg_advisory_unlock($1)", key); err != nil {
+			if _, err := holder.Exec(testkit.Context(t), "SELECT pg_advisory_unlock($1)", key); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := store.Migrate(ctx(t), url, nil); err != nil {
+			if _, err := store.Migrate(testkit.Context(t), url, nil); err != nil {
 				t.Errorf("Migrate after the lock is released: %v\n%s", err, bouncerLog())
 			}
 		})

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -28,7 +29,7 @@ func TestOpen(t *testing.T) {
 	if got := pool.Config().MaxConns; got != 3 {
 		t.Errorf("MaxConns = %d, want the URL's 3", got)
 	}
-	if err := store.New(pool, keyring(t, "k:"+testKey(1))).Ping(ctx(t)); err == nil {
+	if err := store.New(pool, testkit.Keyring(t, "k:"+testkit.Key(1))).Ping(testkit.Context(t)); err == nil {
 		t.Errorf("Ping of an unreachable database succeeded")
 	}
 	pool2, err := store.Open(context.Background(), "postgres://u@127.0.0.1:1/db")

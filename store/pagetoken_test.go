@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -18,13 +19,13 @@ func TestPageTokens(t *testing.T) {
 		t.Fatalf("round trip: %v %v", got, err)
 	}
 	// Another replica (same primary key, its own Store) accepts it.
-	other := store.New(e.pool, keyring(t, "k1:"+testKey(1)))
+	other := store.New(e.pool, testkit.Keyring(t, "k1:"+testkit.Key(1)))
 	if _, err := other.ParsePageToken(tok, "@a/one", store.StatusInstalled); err != nil {
 		t.Errorf("another store with the same primary: %v", err)
 	}
 
 	body, mac, _ := strings.Cut(tok, ".")
-	otherKey := store.New(e.pool, keyring(t, "k2:"+testKey(2))).PageToken(store.InstallKey{IrisAppID: "@a/one", AccountID: acct(1)}, "@a/one", store.StatusInstalled)
+	otherKey := store.New(e.pool, testkit.Keyring(t, "k2:"+testkit.Key(2))).PageToken(store.InstallKey{IrisAppID: "@a/one", AccountID: acct(1)}, "@a/one", store.StatusInstalled)
 	otherBody, _, _ := strings.Cut(otherKey, ".")
 	for name, c := range map[string]struct {
 		tok, app string
@@ -49,7 +50,7 @@ func TestPageTokens(t *testing.T) {
 func TestListInstallsRefusesBadFilterBytes(t *testing.T) {
 	e := newEnv(t)
 	for _, app := range []string{"@a/o\x00ne", "@a/\xffone"} {
-		_, err := e.store.ListInstalls(ctx(t), store.ListFilter{IrisAppID: app})
+		_, err := e.store.ListInstalls(testkit.Context(t), store.ListFilter{IrisAppID: app})
 		if !errors.Is(err, store.ErrInvalid) || store.IsDatabaseFailure(err) {
 			t.Errorf("filter %q: err = %v, want ErrInvalid", app, err)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -32,7 +33,7 @@ func bouncedEnv(t *testing.T) (*env, *testdb.PgBouncer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	e := &env{url: url, pool: pool, keys: keyring(t, "k1:"+testKey(1)), clock: nil}
+	e := &env{url: url, pool: pool, keys: testkit.Keyring(t, "k1:"+testkit.Key(1)), clock: nil}
 	e.store = store.New(pool, e.keys)
 	return e, b
 }
@@ -78,18 +79,18 @@ func TestPgBouncerInstallsAndTokens(t *testing.T) {
 	errs := parallel(n, func(i int) error {
 		ev := installed(pgbAccount(i), fmt.Sprintf("cid-%d", i), fmt.Sprintf("secret-%d", i), now)
 		ev.JTI = fmt.Sprintf("jti-%d", i)
-		if out, err := e.store.ApplyInstallEvent(ctx(t), ev); err != nil || out != store.OutcomeInstalled {
+		if out, err := e.store.ApplyInstallEvent(testkit.Context(t), ev); err != nil || out != store.OutcomeInstalled {
 			return fmt.Errorf("install %d: %q, %w", i, out, err)
 		}
 		for range 4 { // GetToken reads the credentials, then records the result
-			c, err := e.store.InstallCredentials(ctx(t), app, pgbAccount(i))
+			c, err := e.store.InstallCredentials(testkit.Context(t), app, pgbAccount(i))
 			if err != nil {
 				return fmt.Errorf("credentials %d: %w", i, err)
 			}
 			if c.ClientSecret.Reveal() != fmt.Sprintf("secret-%d", i) {
 				return fmt.Errorf("credentials %d: wrong secret", i)
 			}
-			if err := e.store.RecordTokenResults(ctx(t), []store.TokenResult{{IrisAppID: app, AccountID: pgbAccount(i), At: time.Now()}}); err != nil {
+			if err := e.store.RecordTokenResults(testkit.Context(t), []store.TokenResult{{IrisAppID: app, AccountID: pgbAccount(i), At: time.Now()}}); err != nil {
 				return fmt.Errorf("token result %d: %w", i, err)
 			}
 		}
@@ -98,7 +99,7 @@ func TestPgBouncerInstallsAndTokens(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("%d of %d installs failed through PgBouncer, first: %v\n%s", len(errs), n, errs[0], b.Log())
 	}
-	if got := e.count(t, "SELECT count(*) FROM installs WHERE status = 'installed'"); got != n {
+	if got := e.count(t, "SELECT count(*) FROM installs WHERE status = $1", store.StatusInstalled); got != n {
 		t.Errorf("%d installed rows, want %d", got, n)
 	}
 	if got := e.count(t, "SELECT count(*) FROM installs WHERE last_token_at IS NOT NULL"); got != n {
@@ -107,19 +108,19 @@ func TestPgBouncerInstallsAndTokens(t *testing.T) {
 	// Uninstalls and rejections go through the same path.
 	errs = parallel(n, func(i int) error {
 		if i%2 == 0 {
-			_, err := e.store.ApplyInstallEvent(ctx(t), uninstalled(pgbAccount(i), now.Add(time.Second)))
+			_, err := e.store.ApplyInstallEvent(testkit.Context(t), uninstalled(pgbAccount(i), now.Add(time.Second)))
 			return err
 		}
-		c, err := e.store.InstallCredentials(ctx(t), app, pgbAccount(i))
+		c, err := e.store.InstallCredentials(testkit.Context(t), app, pgbAccount(i))
 		if err != nil {
 			return err
 		}
-		return e.store.MarkCredentialsRejected(ctx(t), app, pgbAccount(i), c.Version, "invalid_client")
+		return e.store.MarkCredentialsRejected(testkit.Context(t), app, pgbAccount(i), c.Version, "invalid_client")
 	})
 	if len(errs) > 0 {
 		t.Fatalf("%d uninstalls/rejections failed, first: %v", len(errs), errs[0])
 	}
-	if got := e.count(t, "SELECT count(*) FROM installs WHERE status = 'installed'"); got != 0 {
+	if got := e.count(t, "SELECT count(*) FROM installs WHERE status = $1", store.StatusInstalled); got != 0 {
 		t.Errorf("%d rows still installed, want 0", got)
 	}
 }
@@ -136,9 +137,9 @@ func TestPgBouncerBreaksStatementCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	st := store.New(pool, keyring(t, "k1:"+testKey(1)))
+	st := store.New(pool, testkit.Keyring(t, "k1:"+testkit.Key(1)))
 	errs := parallel(200, func(i int) error {
-		_, err := st.InstallCredentials(ctx(t), app, pgbAccount(i))
+		_, err := st.InstallCredentials(testkit.Context(t), app, pgbAccount(i))
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
@@ -171,13 +172,13 @@ func TestPgBouncerAPIUserTokens(t *testing.T) {
 		tok := store.APIUserTokens{AccessToken: crypto.Secret(fmt.Sprintf("at-%d", i)),
 			RefreshToken: crypto.Secret(fmt.Sprintf("rt-%d", i)), TokenType: "Bearer",
 			Scopes: []string{"api"}, ExpiresAt: time.Now().Add(time.Hour).UTC().Truncate(time.Second)}
-		_, err := e.store.UpdateAPIUserLocked(ctx(t), name, func(st store.APIUserState) (store.APIUserUpdate, error) {
+		_, err := e.store.UpdateAPIUserLocked(testkit.Context(t), name, func(st store.APIUserState) (store.APIUserUpdate, error) {
 			return store.APIUserUpdate{Tokens: &tok}, nil
 		})
 		if err != nil {
 			return fmt.Errorf("update %s: %w", name, err)
 		}
-		got, err := e.store.APIUserToken(ctx(t), name)
+		got, err := e.store.APIUserToken(testkit.Context(t), name)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", name, err)
 		}
@@ -189,7 +190,7 @@ func TestPgBouncerAPIUserTokens(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("%d of %d API-user token writes failed through PgBouncer, first: %v", len(errs), n, errs[0])
 	}
-	users, err := e.store.ListAPIUsers(ctx(t))
+	users, err := e.store.ListAPIUsers(testkit.Context(t))
 	if err != nil || len(users) != 4 {
 		t.Fatalf("ListAPIUsers = %d users, %v; want 4", len(users), err)
 	}

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/irisx-broker/irisx-broker/internal/derrors"
 )
 
 // RateLimitHold returns when the IRIS API proxy may next send a GraphQL call
@@ -24,7 +22,7 @@ func (s *Store) RateLimitHold(ctx context.Context, irisAppID, accountID string) 
 		return time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: store: reading rate-limit hold: %w", derrors.ErrUnavailable, err)
+		return time.Time{}, fmt.Errorf("%w: read rate-limit hold: %w", ErrDatabase, err)
 	}
 	return resetAt, nil
 }
@@ -42,7 +40,7 @@ SET reset_at = GREATEST(proxy_rate_limits.reset_at, EXCLUDED.reset_at),
     updated_at = EXCLUDED.updated_at`,
 		irisAppID, accountID, pgTime(resetAt), pgTime(now))
 	if err != nil {
-		return fmt.Errorf("%w: store: recording rate-limit hold: %w", derrors.ErrUnavailable, err)
+		return fmt.Errorf("%w: record rate-limit hold: %w", ErrDatabase, err)
 	}
 	return nil
 }

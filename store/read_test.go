@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -33,7 +34,7 @@ func seedInstalls(t *testing.T, e *env) {
 		ev.IrisAppID = "@a/one"
 		e.apply(t, ev, store.OutcomeUninstalled)
 	}
-	if err := e.store.MarkCredentialsRejected(ctx(t), "@a/one", acct(3), 1, "invalid_client"); err != nil {
+	if err := e.store.MarkCredentialsRejected(testkit.Context(t), "@a/one", acct(3), 1, "invalid_client"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -79,7 +80,7 @@ func TestListInstallsFiltersAndOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := e.store.ListInstalls(ctx(t), tt.filter)
+			got, err := e.store.ListInstalls(testkit.Context(t), tt.filter)
 			if err != nil {
 				t.Fatalf("ListInstalls: %v", err)
 			}
@@ -88,11 +89,11 @@ func TestListInstallsFiltersAndOrder(t *testing.T) {
 			}
 		})
 	}
-	if _, err := e.store.ListInstalls(ctx(t), store.ListFilter{Status: "deleted"}); !errors.Is(err, store.ErrInvalid) {
+	if _, err := e.store.ListInstalls(testkit.Context(t), store.ListFilter{Status: "deleted"}); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("unknown status: error = %v, want ErrInvalid", err)
 	}
 	bad := &store.InstallKey{IrisAppID: a, AccountID: "x"}
-	if _, err := e.store.ListInstalls(ctx(t), store.ListFilter{After: bad}); !errors.Is(err, store.ErrInvalid) {
+	if _, err := e.store.ListInstalls(testkit.Context(t), store.ListFilter{After: bad}); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("bad page start: error = %v, want ErrInvalid", err)
 	}
 }
@@ -103,7 +104,7 @@ func TestListInstallsKeysetWalk(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	seedInstalls(t, e)
-	all, err := e.store.ListInstalls(ctx(t), store.ListFilter{})
+	all, err := e.store.ListInstalls(testkit.Context(t), store.ListFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestListInstallsKeysetWalk(t *testing.T) {
 		if page > 10 {
 			t.Fatal("pagination does not end")
 		}
-		got, err := e.store.ListInstalls(ctx(t), store.ListFilter{After: after, Limit: 2})
+		got, err := e.store.ListInstalls(testkit.Context(t), store.ListFilter{After: after, Limit: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,13 +137,13 @@ func TestListInstallsDefaultAndMaxLimit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	// Rows straight in SQL: 1,001 installs through the API would be slow.
-	_, err := e.pool.Exec(ctx(t), `INSERT INTO installs (iris_app_id, account_id, status, credentials_version, updated_at, last_event_at)
-		SELECT '@bulk/app', gen_random_uuid(), 'uninstalled', 1, now(), now() FROM generate_series(1, 1002)`)
+	_, err := e.pool.Exec(testkit.Context(t), `INSERT INTO installs (iris_app_id, account_id, status, credentials_version, updated_at, last_event_at)
+		SELECT '@bulk/app', gen_random_uuid(), $1, 1, now(), now() FROM generate_series(1, 1002)`, store.StatusUninstalled)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ limit, want int }{{0, 50}, {-1, 50}, {7, 7}, {1001, 1001}, {5000, 1001}} {
-		got, err := e.store.ListInstalls(ctx(t), store.ListFilter{Limit: tt.limit})
+		got, err := e.store.ListInstalls(testkit.Context(t), store.ListFilter{Limit: tt.limit})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +163,7 @@ func TestGetInstall(t *testing.T) {
 		ev.JTI = fmt.Sprint("jti-", i)
 		e.apply(t, ev, store.OutcomeInstalled)
 	}
-	in, events, err := e.store.GetInstall(ctx(t), app, account, 3)
+	in, events, err := e.store.GetInstall(testkit.Context(t), app, account, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,11 +184,11 @@ func TestGetInstall(t *testing.T) {
 	if events[0].ID <= events[1].ID {
 		t.Errorf("event ids not descending: %d, %d", events[0].ID, events[1].ID)
 	}
-	if _, evs, _ := e.store.GetInstall(ctx(t), app, account, 0); len(evs) != 0 {
+	if _, evs, _ := e.store.GetInstall(testkit.Context(t), app, account, 0); len(evs) != 0 {
 		t.Errorf("GetInstall(events=0) returned %d events", len(evs))
 	}
 	for _, a := range []string{other, "not-a-uuid"} {
-		if _, _, err := e.store.GetInstall(ctx(t), app, a, 50); !errors.Is(err, store.ErrNotFound) {
+		if _, _, err := e.store.GetInstall(testkit.Context(t), app, a, 50); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("GetInstall(%q) error = %v, want ErrNotFound", a, err)
 		}
 	}
@@ -201,7 +202,7 @@ func TestRecordTokenResults(t *testing.T) {
 	t1, t2, t3 := t0.Add(time.Minute), t0.Add(2*time.Minute), t0.Add(3*time.Minute)
 
 	state := func(acct string) (lastToken *time.Time, lastErr string) {
-		in, _, err := e.store.GetInstall(ctx(t), app, acct, 0)
+		in, _, err := e.store.GetInstall(testkit.Context(t), app, acct, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +216,7 @@ func TestRecordTokenResults(t *testing.T) {
 		}
 	}
 
-	err := e.store.RecordTokenResults(ctx(t), []store.TokenResult{
+	err := e.store.RecordTokenResults(testkit.Context(t), []store.TokenResult{
 		{IrisAppID: app, AccountID: account, At: t1},
 		{IrisAppID: app, AccountID: account, At: t2, LastError: "unavailable"}, // the latest wins the error
 		{IrisAppID: app, AccountID: other, At: t2, LastError: "unavailable"},
@@ -230,7 +231,7 @@ func TestRecordTokenResults(t *testing.T) {
 	check("batch 1", other, &t1, "unavailable")
 
 	// A later success clears the error; an error alone keeps the token time.
-	if err := e.store.RecordTokenResults(ctx(t), []store.TokenResult{
+	if err := e.store.RecordTokenResults(testkit.Context(t), []store.TokenResult{
 		{IrisAppID: app, AccountID: account, At: t3},
 		{IrisAppID: app, AccountID: other, At: t3, LastError: "invalid_scope"},
 	}); err != nil {
@@ -238,11 +239,11 @@ func TestRecordTokenResults(t *testing.T) {
 	}
 	check("batch 2", account, &t3, "")
 	check("batch 2", other, &t1, "invalid_scope")
-	if err := e.store.RecordTokenResults(ctx(t), nil); err != nil {
+	if err := e.store.RecordTokenResults(testkit.Context(t), nil); err != nil {
 		t.Errorf("empty batch: %v", err)
 	}
 	// Token bookkeeping is not an install change.
-	if in, _, _ := e.store.GetInstall(ctx(t), app, account, 0); !in.UpdatedAt.Equal(t0) {
+	if in, _, _ := e.store.GetInstall(testkit.Context(t), app, account, 0); !in.UpdatedAt.Equal(t0) {
 		t.Errorf("UpdatedAt moved to %v", in.UpdatedAt)
 	}
 }

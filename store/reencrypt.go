@@ -277,12 +277,8 @@ func (s *Store) reseal(t *sealedTable, r *sealedRow) ([][]byte, error) {
 
 // readSealed runs a select of sealedTable.selectColumns.
 func (s *Store) readSealed(ctx context.Context, t *sealedTable, sql string, args []any) ([]*sealedRow, error) {
-	rows, err := s.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	var out []*sealedRow
-	for rows.Next() {
+	rows, _ := s.pool.Query(ctx, sql, args...)
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*sealedRow, error) {
 		r := &sealedRow{key: make([]string, len(t.key)), enc: make([][]byte, len(t.columns))}
 		dest := make([]any, 0, len(t.key)+len(t.columns)+2)
 		for i := range r.key {
@@ -295,13 +291,12 @@ func (s *Store) readSealed(ctx context.Context, t *sealedTable, sql string, args
 		if t.version != "" {
 			dest = append(dest, &r.version)
 		}
-		if err := rows.Scan(dest...); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, r)
+		return r, row.Scan(dest...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: read %s: %w", ErrDatabase, t.table, err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // writeMoves writes every move, each only if its row still holds what was
@@ -322,7 +317,7 @@ func (s *Store) writeMoves(ctx context.Context, t *sealedTable, moves []move) (m
 		tag, err := br.Exec()
 		if err != nil {
 			_ = br.Close()
-			return nil, fmt.Errorf("write batch: %w", err)
+			return nil, fmt.Errorf("%w: write batch: %w", ErrDatabase, err)
 		}
 		if tag.RowsAffected() == 0 {
 			missed[m.row] = true
@@ -330,7 +325,7 @@ func (s *Store) writeMoves(ctx context.Context, t *sealedTable, moves []move) (m
 	}
 	// Close waits for the commit; until it succeeds nothing was moved.
 	if err := br.Close(); err != nil {
-		return nil, fmt.Errorf("write batch: %w", err)
+		return nil, fmt.Errorf("%w: write batch: %w", ErrDatabase, err)
 	}
 	return missed, nil
 }
@@ -351,7 +346,7 @@ func (s *Store) remainingKeyIDs(ctx context.Context) (map[string]int64, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("store: reencrypt: count remaining in %s: %w", t.table, err)
+			return nil, fmt.Errorf("%w: reencrypt: count remaining in %s: %w", ErrDatabase, t.table, err)
 		}
 	}
 	return counts, nil

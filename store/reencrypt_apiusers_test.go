@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -19,15 +20,15 @@ func TestReencryptAPIUsers(t *testing.T) {
 	e.createUser(t, newUser("two")) // no tokens yet
 	before := map[string]store.APIUserState{"one": e.lockedState(t, "one"), "two": e.lockedState(t, "two")}
 
-	rotated := store.New(e.pool, keyring(t, "k2:"+testKey(2)+",k1:"+testKey(1)), store.WithClock(e.clock.Now))
-	res, err := rotated.Reencrypt(ctx(t), 1, nil)
+	rotated := store.New(e.pool, testkit.Keyring(t, "k2:"+testkit.Key(2)+",k1:"+testkit.Key(1)), store.WithClock(e.clock.Now))
+	res, err := rotated.Reencrypt(testkit.Context(t), 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := res.ByKey["k1"]; got.Moved != 3 || got.Failed != 0 || got.Skipped != 0 {
 		t.Errorf("k1 counts = %+v, want 3 groups moved (one's credentials and tokens, two's credentials)", got)
 	}
-	counts, err := rotated.KeyIDCounts(ctx(t))
+	counts, err := rotated.KeyIDCounts(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func TestReencryptAPIUsers(t *testing.T) {
 			t.Errorf("%s opens to other values after reencrypt", name)
 		}
 	}
-	again, err := rotated.Reencrypt(ctx(t), 10, nil)
+	again, err := rotated.Reencrypt(testkit.Context(t), 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -18,7 +19,7 @@ import (
 // one pass over it, not one pass per batch. (queryCapture and planNode are
 // explain_test.go's.)
 func TestReencryptBatchPlanIsKeysetIndexScan(t *testing.T) {
-	c := ctx(t)
+	c := testkit.Context(t)
 	cfg, err := pgxpool.ParseConfig(testdb.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
@@ -37,9 +38,9 @@ func TestReencryptBatchPlanIsKeysetIndexScan(t *testing.T) {
 	if _, err := pool.Exec(c, `
 		INSERT INTO installs (iris_app_id, account_id, status, key_id, client_id_enc, client_secret_enc,
 			credentials_version, installed_at, updated_at, last_event_at)
-		SELECT '@app/' || (i % 3), md5(i::text)::uuid, 'installed', CASE WHEN i % 2 = 0 THEN 'A' ELSE 'B' END,
+		SELECT '@app/' || (i % 3), md5(i::text)::uuid, $2, CASE WHEN i % 2 = 0 THEN 'A' ELSE 'B' END,
 			'\x00'::bytea, '\x00'::bytea, 1, now(), now(), now()
-		FROM generate_series(1, $1) AS i`, rows); err != nil {
+		FROM generate_series(1, $1) AS i`, rows, store.StatusInstalled); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(c, "ANALYZE installs"); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -26,7 +27,7 @@ type pair struct{ ID, Secret string }
 
 // rotationKeys are the keyrings before ("A") and after ("B,A") a rotation.
 func rotationKeys(t *testing.T) (before, after *crypto.Keyring) {
-	return keyring(t, "A:"+testKey(10)), keyring(t, "B:"+testKey(11)+",A:"+testKey(10))
+	return testkit.Keyring(t, "A:"+testkit.Key(10)), testkit.Keyring(t, "B:"+testkit.Key(11)+",A:"+testkit.Key(10))
 }
 
 // installLoc is where an installs credential column lives, as the store
@@ -53,7 +54,7 @@ func bulkInstall(t *testing.T, pool *pgxpool.Pool, keys *crypto.Keyring, install
 		u := pgtype.UUID{Bytes: uuid.MustParse(acct), Valid: true}
 		rows = append(rows, []any{app, u, "installed", keyID, idEnc, secretEnc, int64(1), t0, t0, t0})
 	}
-	n, err := pool.CopyFrom(ctx(t), pgx.Identifier{"installs"},
+	n, err := pool.CopyFrom(testkit.Context(t), pgx.Identifier{"installs"},
 		[]string{"iris_app_id", "account_id", "status", "key_id", "client_id_enc", "client_secret_enc",
 			"credentials_version", "installed_at", "updated_at", "last_event_at"},
 		pgx.CopyFromRows(rows))
@@ -71,7 +72,7 @@ type storedRow struct {
 
 func readRows(t *testing.T, pool *pgxpool.Pool) []storedRow {
 	t.Helper()
-	rows, _ := pool.Query(ctx(t), `SELECT account_id::text, key_id, client_id_enc, client_secret_enc, credentials_version
+	rows, _ := pool.Query(testkit.Context(t), `SELECT account_id::text, key_id, client_id_enc, client_secret_enc, credentials_version
 		FROM installs WHERE key_id IS NOT NULL ORDER BY account_id`)
 	var out []storedRow
 	var r storedRow
@@ -124,7 +125,7 @@ func startWriters(t *testing.T, st *store.Store, initial map[string]pair, existi
 		w.seen[a] = map[pair]bool{p: true}
 	}
 	var applied atomic.Int64
-	c := ctx(t)
+	c := testkit.Context(t)
 	for g := range workers {
 		w.wg.Go(func() {
 			// Worker g owns the accounts ≡ g mod workers, so its events for
@@ -186,7 +187,7 @@ func (w *writers) finish(t *testing.T) map[string]pair {
 // every row ends under B holding its latest credentials.
 func TestReencryptRotation(t *testing.T) {
 	e := newEnv(t)
-	c := ctx(t)
+	c := testkit.Context(t)
 	keysA, keysBA := rotationKeys(t)
 	const n = 10000
 	initial := make(map[string]pair, n)
@@ -312,7 +313,7 @@ func TestReencryptRowChangedMeanwhile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
-			c := ctx(t)
+			c := testkit.Context(t)
 			keysA, keysBA := rotationKeys(t)
 			writerKeys := keysBA
 			if tt.writerID == "A" {
@@ -393,23 +394,16 @@ func TestReencryptRowChangedMeanwhile(t *testing.T) {
 // while running a statement starting with prefix.
 func waitForLockWait(t *testing.T, pool *pgxpool.Pool, prefix string) {
 	t.Helper()
-	c := ctx(t)
-	for {
+	c := testkit.Context(t)
+	testkit.WaitFor(t, "a session waiting for a lock in "+prefix, func() bool {
 		var n int
 		err := pool.QueryRow(c, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 			AND wait_event_type = 'Lock' AND starts_with(query, $1)`, prefix).Scan(&n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			return
-		}
-		select {
-		case <-c.Done():
-			t.Fatalf("no session waits for a lock in %q", prefix)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+		return n > 0
+	})
 }
 
 // TestReencryptReportsUndecryptable: rows that do not open are counted by
@@ -417,7 +411,7 @@ func waitForLockWait(t *testing.T, pool *pgxpool.Pool, prefix string) {
 // rows and rows already under the primary are not looked at.
 func TestReencryptReportsUndecryptable(t *testing.T) {
 	e := newEnv(t)
-	c := ctx(t)
+	c := testkit.Context(t)
 	keysA, keysBA := rotationKeys(t)
 	apply := func(keys *crypto.Keyring, ev store.InstallEvent) {
 		t.Helper()
@@ -428,7 +422,7 @@ func TestReencryptReportsUndecryptable(t *testing.T) {
 	for i := range 8 {
 		apply(keysA, installed(acct(i), fmt.Sprint("cid-", i), fmt.Sprint("secret-", i), t0))
 	}
-	apply(keyring(t, "Z:"+testKey(12)), installed(acct(7), "cid-7", "secret-z", t0.Add(time.Second))) // a key id not in the keyring
+	apply(testkit.Keyring(t, "Z:"+testkit.Key(12)), installed(acct(7), "cid-7", "secret-z", t0.Add(time.Second))) // a key id not in the keyring
 	apply(keysA, installed(acct(8), "cid-8", "secret-8", t0))
 	apply(keysA, uninstalled(acct(8), t0.Add(time.Second)))
 	apply(keysBA, installed(acct(9), "cid-9", "secret-9", t0)) // already under the primary

@@ -34,12 +34,12 @@ func MigrateRiverUp(ctx context.Context, databaseURL string) error {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("store: river migrate: connect: %w", err)
+		return fmt.Errorf("%w: river migrate: connect: %w", ErrDatabase, err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("store: river migrate: begin: %w", err)
+		return fmt.Errorf("%w: river migrate: begin: %w", ErrDatabase, err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	return migrateRiverAfter(ctx, tx, databaseURL)

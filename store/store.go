@@ -110,7 +110,7 @@ func New(pool *pgxpool.Pool, keys *crypto.Keyring, opts ...Option) *Store {
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("store: ping: %w", err)
+		return fmt.Errorf("%w: ping: %w", ErrDatabase, err)
 	}
 	return nil
 }
@@ -184,16 +184,3 @@ func (s *Store) nowUTC() time.Time { return pgTime(s.now()) }
 // pgTime truncates to microseconds, as Postgres stores times, so a time
 // compared in Go equals the one read back.
 func pgTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-// Untrusted strings (event type, jti, remote address) are bounded so a
-// single odd request cannot bloat the log.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
-}

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
@@ -42,10 +43,10 @@ func TestTamperedCiphertextsNeverDecrypt(t *testing.T) {
 			e := newEnv(t)
 			e.apply(t, installed(account, "cid-a", "secret-a", t0), store.OutcomeInstalled)
 			e.apply(t, installed(other, "cid-b", "secret-b", t0), store.OutcomeInstalled)
-			if tag, err := e.pool.Exec(ctx(t), tt.sql); err != nil || tag.RowsAffected() != 1 {
+			if tag, err := e.pool.Exec(testkit.Context(t), tt.sql); err != nil || tag.RowsAffected() != 1 {
 				t.Fatalf("tamper: %v (%d rows)", err, tag.RowsAffected())
 			}
-			c, err := e.store.InstallCredentials(ctx(t), app, account)
+			c, err := e.store.InstallCredentials(testkit.Context(t), app, account)
 			if !errors.Is(err, store.ErrUndecryptable) || !errors.Is(err, tt.wantErr) {
 				t.Errorf("InstallCredentials error = %v, want ErrUndecryptable and %v", err, tt.wantErr)
 			}
@@ -74,18 +75,18 @@ func TestKeyRotation(t *testing.T) {
 	e.apply(t, installed(account, "cid-a", "secret-a", t0), store.OutcomeInstalled)
 	e.apply(t, installed(other, "cid-b", "secret-b", t0), store.OutcomeInstalled)
 
-	rotated := store.New(e.pool, keyring(t, "k2:"+testKey(2)+",k1:"+testKey(1)))
-	if got, err := rotated.InstallCredentials(ctx(t), app, account); err != nil || got.ClientSecret != "secret-a" {
+	rotated := store.New(e.pool, testkit.Keyring(t, "k2:"+testkit.Key(2)+",k1:"+testkit.Key(1)))
+	if got, err := rotated.InstallCredentials(testkit.Context(t), app, account); err != nil || got.ClientSecret != "secret-a" {
 		t.Fatalf("old ciphertext under the rotated keyring: %v, %v", got, err)
 	}
-	if _, err := rotated.ApplyInstallEvent(ctx(t), installed(other, "cid-b", "secret-new", t0.Add(time.Second))); err != nil {
+	if _, err := rotated.ApplyInstallEvent(testkit.Context(t), installed(other, "cid-b", "secret-new", t0.Add(time.Second))); err != nil {
 		t.Fatal(err)
 	}
 	third := "6f1c0e9a-1b2c-4d3e-8f40-000000000003"
-	if _, err := rotated.ApplyInstallEvent(ctx(t), uninstalled(third, t0)); err != nil {
+	if _, err := rotated.ApplyInstallEvent(testkit.Context(t), uninstalled(third, t0)); err != nil {
 		t.Fatal(err)
 	}
-	counts, err := rotated.KeyIDCounts(ctx(t))
+	counts, err := rotated.KeyIDCounts(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +94,8 @@ func TestKeyRotation(t *testing.T) {
 		t.Errorf("KeyIDCounts (-want +got):\n%s", diff)
 	}
 	// A keyring without k1 cannot open what k1 sealed.
-	withoutK1 := store.New(e.pool, keyring(t, "k2:"+testKey(2)))
-	if _, err := withoutK1.InstallCredentials(ctx(t), app, account); !errors.Is(err, crypto.ErrUnknownKey) {
+	withoutK1 := store.New(e.pool, testkit.Keyring(t, "k2:"+testkit.Key(2)))
+	if _, err := withoutK1.InstallCredentials(testkit.Context(t), app, account); !errors.Is(err, crypto.ErrUnknownKey) {
 		t.Errorf("InstallCredentials without its key: %v, want ErrUnknownKey", err)
 	}
 }

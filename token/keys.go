@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/irisx-broker/irisx-broker/internal/clip"
 )
 
 // validID refuses what would make cache keys ambiguous.
@@ -78,8 +79,5 @@ func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
+	return clip.Bytes(s, n) + "..."
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // received is one callback as the receiver saw it.
@@ -60,7 +62,7 @@ func TestSendInstall(t *testing.T) {
 	clock := newClock()
 	s, simSrv := newTestSim(t, Options{Now: clock.Now})
 	rc, brokerSrv := newReceiver(t)
-	ctx := testContext(t)
+	ctx := testkit.Context(t)
 
 	ev := InstallEvent{Type: EventInstalled, IrisAppID: testApp, AccountID: testAccount, ClientID: "0oaFirst", ClientSecret: "first-secret"}
 	status, body, err := s.SendInstall(ctx, brokerSrv.URL+"/appinstall", ev, "")
@@ -132,7 +134,7 @@ func TestSendInstallUnreachable(t *testing.T) {
 	_, brokerSrv := newReceiver(t)
 	url := brokerSrv.URL
 	brokerSrv.Close()
-	if _, _, err := s.SendInstall(testContext(t), url, InstallEvent{Type: EventInstalled}, ""); err == nil {
+	if _, _, err := s.SendInstall(testkit.Context(t), url, InstallEvent{Type: EventInstalled}, ""); err == nil {
 		t.Error("SendInstall to a closed server succeeded")
 	}
 }

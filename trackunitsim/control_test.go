@@ -2,20 +2,20 @@ package trackunitsim
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 func TestControlSend(t *testing.T) {
 	_, simSrv := newTestSim(t, Options{})
 	rc, brokerSrv := newReceiver(t)
 	c := &Client{BaseURL: simSrv.URL + "/"}
-	ctx := testContext(t)
+	ctx := testkit.Context(t)
 
 	resp, err := c.Send(ctx, SendRequest{To: brokerSrv.URL + "/appinstall", IrisAppID: testApp, AccountID: testAccount})
 	if err != nil {
@@ -39,7 +39,7 @@ func TestControlSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, answer := postJSON(t, simSrv.URL+"/sim/send", string(raw))
+	status, answer := testkit.PostJSON(t, simSrv.URL+"/sim/send", string(raw), nil)
 	if status != 200 || strings.Contains(answer, "given-secret") || !strings.Contains(answer, `"clientId":"0oaGiven"`) {
 		t.Errorf("/sim/send answered %d %s", status, answer)
 	}
@@ -54,7 +54,7 @@ func TestControlSend(t *testing.T) {
 		"missing app":  `{"to":"http://127.0.0.1:1/","accountId":"b"}`,
 		"missing acct": `{"to":"http://127.0.0.1:1/","irisAppId":"a"}`,
 	} {
-		if status, answer := postJSON(t, simSrv.URL+"/sim/send", body); status != 400 {
+		if status, answer := testkit.PostJSON(t, simSrv.URL+"/sim/send", body, nil); status != 400 {
 			t.Errorf("%s: %d %s, want 400", name, status, answer)
 		}
 	}
@@ -67,7 +67,7 @@ func TestControlSend(t *testing.T) {
 func TestControlRotateRevokeFaultsStats(t *testing.T) {
 	s, simSrv := newTestSim(t, Options{})
 	c := &Client{BaseURL: simSrv.URL}
-	ctx := testContext(t)
+	ctx := testkit.Context(t)
 	s.AddClient("0oaX", "sec", nil)
 	form := appTokenForm("0oaX", "sec", "asset.view")
 
@@ -143,21 +143,4 @@ func TestControlRotateRevokeFaultsStats(t *testing.T) {
 	if diff := cmp.Diff(want, st); diff != "" {
 		t.Errorf("stats (-want +got):\n%s", diff)
 	}
-}
-
-// postJSON POSTs a raw JSON body and returns the status and answer.
-func postJSON(t *testing.T, u, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t), http.MethodPost, u, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // A sequence applies each fault to its Times requests (at least one), then
@@ -67,7 +69,7 @@ func TestHoldKeepsAnswersAndRequestsAreRecorded(t *testing.T) {
 		status, _, body := postForm(t, srv.URL, "/apptoken", appTokenForm("0oaH", "old-secret", "asset.view"), nil)
 		done <- answer{status, body}
 	}()
-	ctx := testContext(t)
+	ctx := testkit.Context(t)
 	for s.Calls(EndpointAppToken) < 1 || len(s.Requests(EndpointAppToken)) < 1 || s.Requests(EndpointAppToken)[0].AccessToken == "" {
 		select {
 		case <-ctx.Done():
@@ -128,7 +130,7 @@ func TestFaultDropAnswer(t *testing.T) {
 	s, srv := newTestSim(t, Options{})
 	s.AddUser("drop@example.com", "pw", "0oaU", "usec")
 	grant := func(form url.Values) (int, map[string]any, error) {
-		req, _ := http.NewRequestWithContext(testContext(t), http.MethodPost, srv.URL+"/token", strings.NewReader(form.Encode()))
+		req, _ := http.NewRequestWithContext(testkit.Context(t), http.MethodPost, srv.URL+"/token", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.SetBasicAuth("0oaU", "usec")
 		resp, err := http.DefaultClient.Do(req)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // sleepRecorder is an Options.Sleep that records instead of waiting.
@@ -123,7 +125,7 @@ func TestFaultTimesAndClear(t *testing.T) {
 	if status, _, _ := postForm(t, srv.URL, "/apptoken", form, nil); status != 200 {
 		t.Errorf("after ClearFaults status = %d, want 200", status)
 	}
-	if _, err := jwk.Fetch(testContext(t), srv.URL+"/jwks"); err != nil {
+	if _, err := jwk.Fetch(testkit.Context(t), srv.URL+"/jwks"); err != nil {
 		t.Errorf("jwks after ClearFaults: %v", err)
 	}
 }
@@ -131,10 +133,10 @@ func TestFaultTimesAndClear(t *testing.T) {
 func TestFaultJWKS(t *testing.T) {
 	s, srv := newTestSim(t, Options{})
 	s.InjectFault(EndpointJWKS, Fault{Status: 503, Times: 1})
-	if _, err := jwk.Fetch(testContext(t), srv.URL+"/api/marketplace/jwks"); err == nil {
+	if _, err := jwk.Fetch(testkit.Context(t), srv.URL+"/api/marketplace/jwks"); err == nil {
 		t.Error("JWKS fetch succeeded during a 503 fault")
 	}
-	if _, err := jwk.Fetch(testContext(t), srv.URL+"/api/marketplace/jwks"); err != nil {
+	if _, err := jwk.Fetch(testkit.Context(t), srv.URL+"/api/marketplace/jwks"); err != nil {
 		t.Errorf("JWKS fetch after the fault: %v", err)
 	}
 }
@@ -184,7 +186,7 @@ func TestFaultHang(t *testing.T) {
 	// Close releases a hanging request by dropping its connection.
 	done := make(chan error, 1)
 	go func() { done <- postWithTimeout(srv.URL+"/token", "grant_type=password", 15*time.Second) }()
-	ctx := testContext(t)
+	ctx := testkit.Context(t)
 	for s.Calls(EndpointToken) < 2 {
 		select {
 		case <-ctx.Done():

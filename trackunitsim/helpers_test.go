@@ -1,7 +1,6 @@
 package trackunitsim
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -65,19 +64,11 @@ func newTestSim(t *testing.T, opts Options) (*Sim, *httptest.Server) {
 	return s, srv
 }
 
-// testContext bounds a test's requests so that a bug cannot hang the run.
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // postForm POSTs a form, optionally with Basic auth, and returns status,
 // headers and the decoded JSON body.
 func postForm(t *testing.T, srvURL, path string, form url.Values, basic []string) (int, http.Header, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t), http.MethodPost, srvURL+path, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(testkit.Context(t), http.MethodPost, srvURL+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +95,7 @@ func postForm(t *testing.T, srvURL, path string, form url.Values, basic []string
 // fetchJWKS fetches and parses a served key set with jwx, as the broker does.
 func fetchJWKS(t *testing.T, u string) jwk.Set {
 	t.Helper()
-	set, err := jwk.Fetch(testContext(t), u)
+	set, err := jwk.Fetch(testkit.Context(t), u)
 	if err != nil {
 		t.Fatalf("fetch %s: %v", u, err)
 	}

@@ -84,7 +84,7 @@ func ExpireAPIUserToken(ctx context.Context, dbURL, name string) error {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
-		return fmt.Errorf("harness: connect to %s: %w", redactURL(dbURL), err)
+		return fmt.Errorf("harness: connect to the database: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	// Both right-hand sides read the row as it was.

@@ -3,7 +3,8 @@
 // runs `serve` as a child process (reading its RSS and open files from
 // /proc), assembles the same service in-process where a drill needs a fake
 // clock, serves the Trackunit simulator on loopback, pre-signs install
-// callbacks, calls the internal APIs, and creates throwaway databases.
+// callbacks and calls the internal APIs. Its throwaway databases come from
+// internal/testdb.
 //
 // It is test and benchmark tooling: nothing in the service imports it.
 package harness

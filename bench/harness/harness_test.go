@@ -14,29 +14,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestWithDatabase(t *testing.T) {
-	tests := []struct {
-		in, name, want string
-		wantErr        bool
-	}{
-		{"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "irisx_bench",
-			"postgres://postgres@127.0.0.1:5432/irisx_bench?sslmode=disable", false},
-		{"postgresql://u:pw@db/x", "y", "postgresql://u:pw@db/y", false},
-		{"mysql://u@db/x", "y", "", true},
-		{"host=db dbname=x", "y", "", true},
-	}
-	for _, tc := range tests {
-		got, err := WithDatabase(tc.in, tc.name)
-		if (err != nil) != tc.wantErr || got != tc.want {
-			t.Errorf("WithDatabase(%q, %q) = %q, %v; want %q, error %v", tc.in, tc.name, got, err, tc.want, tc.wantErr)
-		}
-	}
-	// A password never reaches an error message.
-	if _, err := WithDatabase("mysql://u:hunter2@db/x", "y"); err == nil || strings.Contains(err.Error(), "hunter2") {
-		t.Errorf("error %v quotes the password", err)
-	}
-}
-
 func TestScrapeMetric(t *testing.T) {
 	const page = `# HELP go_goroutines Number of goroutines that currently exist.
 # TYPE go_goroutines gauge

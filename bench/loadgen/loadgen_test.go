@@ -15,12 +15,6 @@ import (
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 type summary struct {
 	Ops, Errors int64
 	Elapsed     time.Duration
@@ -85,7 +79,7 @@ func TestRunBounds(t *testing.T) {
 			clock := testkit.NewClock(time.Unix(1_700_000_000, 0)) // moves only when an op says so, so time bounds are exact
 			tc.cfg.Now = clock.Now
 			var calls atomic.Int64
-			res, err := Run(testCtx(t), tc.cfg, func(context.Context, int) error {
+			res, err := Run(testkit.Context(t), tc.cfg, func(context.Context, int) error {
 				n := calls.Add(1)
 				clock.Advance(tc.step)
 				if tc.failEvery > 0 && n%tc.failEvery == 0 {
@@ -109,7 +103,7 @@ func TestRunBounds(t *testing.T) {
 func TestRunStopsWhenOpsRunOut(t *testing.T) {
 	var left atomic.Int64
 	left.Store(25)
-	res, err := Run(testCtx(t), Config{Workers: 3, Duration: time.Hour}, func(context.Context, int) error {
+	res, err := Run(testkit.Context(t), Config{Workers: 3, Duration: time.Hour}, func(context.Context, int) error {
 		if left.Add(-1) < 0 {
 			return ErrStop
 		}
@@ -124,7 +118,7 @@ func TestRunStopsWhenOpsRunOut(t *testing.T) {
 }
 
 func TestRunStopsWithContext(t *testing.T) {
-	ctx, cancel := context.WithCancel(testCtx(t))
+	ctx, cancel := context.WithCancel(testkit.Context(t))
 	var calls atomic.Int64
 	res, err := Run(ctx, Config{Workers: 2, Duration: time.Hour}, func(ctx context.Context, _ int) error {
 		if calls.Add(1) == 50 {
@@ -142,7 +136,7 @@ func TestRunStopsWithContext(t *testing.T) {
 
 func TestRunRefusesUnboundedConfig(t *testing.T) {
 	for _, cfg := range []Config{{Workers: 1}, {Duration: time.Second}} {
-		if _, err := Run(testCtx(t), cfg, func(context.Context, int) error { return nil }); err == nil {
+		if _, err := Run(testkit.Context(t), cfg, func(context.Context, int) error { return nil }); err == nil {
 			t.Errorf("Run(%+v) did not refuse", cfg)
 		}
 	}

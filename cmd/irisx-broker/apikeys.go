@@ -6,13 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
-	"time"
-
-	"connectrpc.com/connect"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
@@ -50,9 +45,8 @@ func runAPIKeys(ctx context.Context, args []string, lookup env, stdin io.Reader,
 			if err != nil {
 				return err
 			}
-			req := connect.NewRequest(&brokerv1.CreateApiKeyRequest{Name: *name, ClientId: *clientID, ClientSecret: secret,
-				Scopes: strings.FieldsFunc(*scopes, func(r rune) bool { return r == ' ' || r == ',' })})
-			req.Header().Set("Authorization", "Bearer "+tok)
+			req := withBearer(&brokerv1.CreateApiKeyRequest{Name: *name, ClientId: *clientID, ClientSecret: secret,
+				Scopes: splitScopes(*scopes)}, tok)
 			resp, err := c.CreateApiKey(ctx, req)
 			if err != nil {
 				return fmt.Errorf("registering API key at %s: %w", *server, err)
@@ -64,8 +58,7 @@ func runAPIKeys(ctx context.Context, args []string, lookup env, stdin io.Reader,
 	case "list":
 		asJSON := fs.Bool("json", false, "one JSON object per API key, for scripts")
 		run = func(c brokerv1connect.ApiKeyServiceClient, tok string) error {
-			req := connect.NewRequest(&brokerv1.ListApiKeysRequest{})
-			req.Header().Set("Authorization", "Bearer "+tok)
+			req := withBearer(&brokerv1.ListApiKeysRequest{}, tok)
 			resp, err := c.ListApiKeys(ctx, req)
 			if err != nil {
 				return fmt.Errorf("listing API keys at %s: %w", *server, err)
@@ -74,8 +67,7 @@ func runAPIKeys(ctx context.Context, args []string, lookup env, stdin io.Reader,
 		}
 	case "delete":
 		run = func(c brokerv1connect.ApiKeyServiceClient, tok string) error {
-			req := connect.NewRequest(&brokerv1.DeleteApiKeyRequest{Name: *name})
-			req.Header().Set("Authorization", "Bearer "+tok)
+			req := withBearer(&brokerv1.DeleteApiKeyRequest{Name: *name}, tok)
 			if _, err := c.DeleteApiKey(ctx, req); err != nil {
 				return fmt.Errorf("deleting API key at %s: %w", *server, err)
 			}
@@ -89,29 +81,18 @@ func runAPIKeys(ctx context.Context, args []string, lookup env, stdin io.Reader,
 	if err != nil {
 		return err
 	}
-	return run(brokerv1connect.NewApiKeyServiceClient(&http.Client{Timeout: 30 * time.Second}, *server), tok)
+	return run(brokerv1connect.NewApiKeyServiceClient(adminHTTPClient(), *server), tok)
 }
 
 func printAPIKeys(stdout io.Writer, keys []*brokerv1.ApiKey, asJSON bool) error {
 	if asJSON {
-		for _, k := range keys {
-			b, err := protojson.Marshal(k)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(stdout, string(b))
-		}
-		return nil
+		return printJSONLines(stdout, keys)
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tCLIENT ID\tSTATUS\tSCOPES\tCREATED\tLAST TOKEN\tLAST ERROR")
 	for _, k := range keys {
-		lastToken := "-"
-		if k.GetLastTokenAt() != nil {
-			lastToken = k.GetLastTokenAt().AsTime().Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "%s\t...%s\t%s\t%s\t%s\t%s\t%s\n", k.GetName(), k.GetClientIdHint(), k.GetStatus(),
-			strings.Join(k.GetScopes(), " "), k.GetCreatedAt().AsTime().Format(time.RFC3339), lastToken, k.GetLastError())
+		fmt.Fprintf(tw, "%s\t...%s\t%s\t%s\t%s\t%s\t%s\n", k.GetName(), escapeControl(k.GetClientIdHint()), k.GetStatus(),
+			strings.Join(k.GetScopes(), " "), timeCell(k.GetCreatedAt()), timeCell(k.GetLastTokenAt()), escapeControl(k.GetLastError()))
 	}
 	return tw.Flush()
 }

@@ -7,14 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
-
-	"connectrpc.com/connect"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
@@ -62,9 +57,8 @@ func runAPIUsers(ctx context.Context, args []string, lookup env, stdin io.Reader
 			if err != nil {
 				return err
 			}
-			req := connect.NewRequest(&brokerv1.CreateApiUserRequest{Name: *name, Username: *username, Password: password,
-				ClientId: *clientID, ClientSecret: secret, Scopes: strings.FieldsFunc(*scopes, func(r rune) bool { return r == ' ' || r == ',' })})
-			req.Header().Set("Authorization", "Bearer "+tok)
+			req := withBearer(&brokerv1.CreateApiUserRequest{Name: *name, Username: *username, Password: password,
+				ClientId: *clientID, ClientSecret: secret, Scopes: splitScopes(*scopes)}, tok)
 			resp, err := c.CreateApiUser(ctx, req)
 			if err != nil {
 				return fmt.Errorf("registering API user at %s: %w", *server, err)
@@ -76,8 +70,7 @@ func runAPIUsers(ctx context.Context, args []string, lookup env, stdin io.Reader
 	case "list":
 		asJSON := fs.Bool("json", false, "one JSON object per API user, for scripts")
 		run = func(c brokerv1connect.ApiUserServiceClient, tok string) error {
-			req := connect.NewRequest(&brokerv1.ListApiUsersRequest{})
-			req.Header().Set("Authorization", "Bearer "+tok)
+			req := withBearer(&brokerv1.ListApiUsersRequest{}, tok)
 			resp, err := c.ListApiUsers(ctx, req)
 			if err != nil {
 				return fmt.Errorf("listing API users at %s: %w", *server, err)
@@ -86,8 +79,7 @@ func runAPIUsers(ctx context.Context, args []string, lookup env, stdin io.Reader
 		}
 	case "delete":
 		run = func(c brokerv1connect.ApiUserServiceClient, tok string) error {
-			req := connect.NewRequest(&brokerv1.DeleteApiUserRequest{Name: *name})
-			req.Header().Set("Authorization", "Bearer "+tok)
+			req := withBearer(&brokerv1.DeleteApiUserRequest{Name: *name}, tok)
 			if _, err := c.DeleteApiUser(ctx, req); err != nil {
 				return fmt.Errorf("deleting API user at %s: %w", *server, err)
 			}
@@ -101,7 +93,7 @@ func runAPIUsers(ctx context.Context, args []string, lookup env, stdin io.Reader
 	if err != nil {
 		return err
 	}
-	return run(brokerv1connect.NewApiUserServiceClient(&http.Client{Timeout: 30 * time.Second}, *server), tok)
+	return run(brokerv1connect.NewApiUserServiceClient(adminHTTPClient(), *server), tok)
 }
 
 // adminCommand finishes the parsing of an `api-users` or `api-keys`
@@ -120,11 +112,7 @@ func adminCommand(fs *flag.FlagSet, args []string, name *string, lookup env, usa
 	if args[0] != "list" && *name == "" {
 		return "", fmt.Errorf("--name is required\n%s", usage)
 	}
-	tok, ok := lookup("IRISX_ADMIN_TOKEN")
-	if !ok || tok == "" {
-		return "", errors.New("IRISX_ADMIN_TOKEN: required (a token from the service's ADMIN_API_TOKENS)")
-	}
-	return tok, nil
+	return adminToken(lookup)
 }
 
 // readSecret reads one secret from file, or from the next line of in when
@@ -154,24 +142,13 @@ func readSecret(in *bufio.Reader, file, what string) (string, error) {
 
 func printAPIUsers(stdout io.Writer, users []*brokerv1.ApiUser, asJSON bool) error {
 	if asJSON {
-		for _, u := range users {
-			b, err := protojson.Marshal(u)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(stdout, string(b))
-		}
-		return nil
+		return printJSONLines(stdout, users)
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tUSERNAME\tSTATUS\tSCOPES\tUPDATED\tLAST TOKEN\tLAST ERROR")
 	for _, u := range users {
-		lastToken := "-"
-		if u.GetLastTokenAt() != nil {
-			lastToken = u.GetLastTokenAt().AsTime().Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", u.GetName(), u.GetUsername(), u.GetStatus(),
-			strings.Join(u.GetScopes(), " "), u.GetUpdatedAt().AsTime().Format(time.RFC3339), lastToken, u.GetLastError())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", u.GetName(), escapeControl(u.GetUsername()), u.GetStatus(),
+			strings.Join(u.GetScopes(), " "), timeCell(u.GetUpdatedAt()), timeCell(u.GetLastTokenAt()), escapeControl(u.GetLastError()))
 	}
 	return tw.Flush()
 }

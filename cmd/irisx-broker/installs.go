@@ -7,15 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
@@ -37,11 +34,11 @@ func runInstalls(ctx context.Context, args []string, lookup env, stdout io.Write
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	tok, ok := lookup("IRISX_ADMIN_TOKEN")
-	if !ok || tok == "" {
-		return errors.New("IRISX_ADMIN_TOKEN: required (a token from the service's ADMIN_API_TOKENS)")
+	tok, err := adminToken(lookup)
+	if err != nil {
+		return err
 	}
-	c := brokerv1connect.NewInstallServiceClient(&http.Client{Timeout: 30 * time.Second}, *server)
+	c := brokerv1connect.NewInstallServiceClient(adminHTTPClient(), *server)
 	var tw *tabwriter.Writer
 	if !*asJSON {
 		tw = tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
@@ -49,8 +46,7 @@ func runInstalls(ctx context.Context, args []string, lookup env, stdout io.Write
 	}
 	pageToken := ""
 	for {
-		req := connect.NewRequest(&brokerv1.ListInstallsRequest{IrisAppId: *app, Status: *status, PageSize: 1000, PageToken: pageToken})
-		req.Header().Set("Authorization", "Bearer "+tok)
+		req := withBearer(&brokerv1.ListInstallsRequest{IrisAppId: *app, Status: *status, PageSize: 1000, PageToken: pageToken}, tok)
 		resp, err := c.ListInstalls(ctx, req)
 		if err != nil {
 			return fmt.Errorf("listing installs at %s: %w", *server, err)
@@ -64,12 +60,8 @@ func runInstalls(ctx context.Context, args []string, lookup env, stdout io.Write
 				fmt.Fprintln(stdout, string(json.RawMessage(b)))
 				continue
 			}
-			lastToken := "-"
-			if in.GetLastTokenAt() != nil {
-				lastToken = in.GetLastTokenAt().AsTime().Format(time.RFC3339)
-			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", escapeControl(in.GetIrisAppId()), escapeControl(in.GetAccountId()),
-				escapeControl(in.GetStatus()), in.GetUpdatedAt().AsTime().Format(time.RFC3339), lastToken, escapeControl(in.GetLastError()))
+				escapeControl(in.GetStatus()), timeCell(in.GetUpdatedAt()), timeCell(in.GetLastTokenAt()), escapeControl(in.GetLastError()))
 		}
 		if pageToken = resp.Msg.GetNextPageToken(); pageToken == "" {
 			break

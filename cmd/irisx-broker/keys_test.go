@@ -6,25 +6,16 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
 
 const keysTestApp = "@acme/keys-test"
-
-// keysTestCtx bounds a test so a stuck database fails it instead of
-// hanging it.
-func keysTestCtx(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func keysTestEntry(t *testing.T, id string) string {
 	t.Helper()
@@ -35,22 +26,13 @@ func keysTestEntry(t *testing.T, id string) string {
 	return e
 }
 
-func keysTestRing(t *testing.T, spec string) *crypto.Keyring {
-	t.Helper()
-	k, err := crypto.ParseKeyring(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func keysTestAccount(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", i) }
 
 // keysTestSeed stores one install per keyring, each sealed under that
 // keyring's primary.
 func keysTestSeed(t *testing.T, dbURL string, keyrings ...*crypto.Keyring) {
 	t.Helper()
-	ctx := keysTestCtx(t)
+	ctx := testkit.Context(t)
 	pool, err := store.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -68,13 +50,13 @@ func keysTestSeed(t *testing.T, dbURL string, keyrings ...*crypto.Keyring) {
 // keysTestKeyIDs counts the installs per key id.
 func keysTestKeyIDs(t *testing.T, dbURL string) map[string]int64 {
 	t.Helper()
-	ctx := keysTestCtx(t)
+	ctx := testkit.Context(t)
 	pool, err := store.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	counts, err := store.New(pool, keysTestRing(t, keysTestEntry(t, "any"))).KeyIDCounts(ctx)
+	counts, err := store.New(pool, testkit.Keyring(t, keysTestEntry(t, "any"))).KeyIDCounts(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +65,7 @@ func keysTestKeyIDs(t *testing.T, dbURL string) map[string]int64 {
 
 func TestKeysReencrypt(t *testing.T) {
 	oldKey, newKey, goneKey := keysTestEntry(t, "old"), keysTestEntry(t, "new"), keysTestEntry(t, "gone")
-	oldRing, newRing, goneRing := keysTestRing(t, oldKey), keysTestRing(t, newKey), keysTestRing(t, goneKey)
+	oldRing, newRing, goneRing := testkit.Keyring(t, oldKey), testkit.Keyring(t, newKey), testkit.Keyring(t, goneKey)
 	const done = "done: every stored secret is under new; keys other than new may now be removed from ENCRYPTION_KEYS\n"
 	tests := []struct {
 		name       string
@@ -122,7 +104,7 @@ func TestKeysReencrypt(t *testing.T) {
 			dbURL := testdb.NewDatabase(t)
 			keysTestSeed(t, dbURL, tt.seed...)
 			var stdout, stderr bytes.Buffer
-			err := run(keysTestCtx(t), []string{"irisx-broker", "keys", "reencrypt", "--batch", "2"},
+			err := run(testkit.Context(t), []string{"irisx-broker", "keys", "reencrypt", "--batch", "2"},
 				mapEnv(map[string]string{"DATABASE_URL": dbURL, "ENCRYPTION_KEYS": newKey + "," + oldKey}),
 				nil, &stdout, &stderr)
 			if (err != nil) != (tt.wantErr != "") {
@@ -151,8 +133,8 @@ func TestKeysReencrypt(t *testing.T) {
 func TestKeysReencryptInterrupted(t *testing.T) {
 	oldKey, newKey := keysTestEntry(t, "old"), keysTestEntry(t, "new")
 	dbURL := testdb.NewDatabase(t)
-	keysTestSeed(t, dbURL, keysTestRing(t, oldKey), keysTestRing(t, oldKey))
-	ctx, cancel := context.WithCancel(keysTestCtx(t))
+	keysTestSeed(t, dbURL, testkit.Keyring(t, oldKey), testkit.Keyring(t, oldKey))
+	ctx, cancel := context.WithCancel(testkit.Context(t))
 	cancel() // Ctrl-C already pressed
 	var stdout, stderr bytes.Buffer
 	err := run(ctx, []string{"irisx-broker", "keys", "reencrypt"},
@@ -208,7 +190,7 @@ func TestKeysReencryptBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			err := run(keysTestCtx(t), append([]string{"irisx-broker", "keys", "reencrypt"}, tt.args...),
+			err := run(testkit.Context(t), append([]string{"irisx-broker", "keys", "reencrypt"}, tt.args...),
 				mapEnv(tt.env), nil, &stdout, &stderr)
 			if err == nil {
 				t.Fatal("keys reencrypt succeeded")
@@ -232,10 +214,10 @@ func TestKeysReencryptBadInput(t *testing.T) {
 func TestServeRefusesMissingKeyID(t *testing.T) {
 	oldKey, newKey, otherKey := keysTestEntry(t, "old"), keysTestEntry(t, "new"), keysTestEntry(t, "other")
 	dbURL := testdb.NewDatabase(t)
-	old, other := keysTestRing(t, oldKey), keysTestRing(t, otherKey)
-	keysTestSeed(t, dbURL, old, old, old, other, keysTestRing(t, newKey))
+	old, other := testkit.Keyring(t, oldKey), testkit.Keyring(t, otherKey)
+	keysTestSeed(t, dbURL, old, old, old, other, testkit.Keyring(t, newKey))
 	var stdout, stderr bytes.Buffer
-	err := run(keysTestCtx(t), []string{"irisx-broker", "serve"}, mapEnv(map[string]string{
+	err := run(testkit.Context(t), []string{"irisx-broker", "serve"}, mapEnv(map[string]string{
 		"DATABASE_URL":        dbURL,
 		"ENCRYPTION_KEYS":     newKey,
 		"INTERNAL_API_TOKENS": "internal-token-0000000",

@@ -16,6 +16,7 @@ import (
 	"gocloud.dev/secrets/localsecrets"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -34,7 +35,7 @@ func kmsTestKeyURL(t *testing.T) string {
 func kmsRun(t *testing.T, e map[string]string, args ...string) (string, string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := run(keysTestCtx(t), append([]string{"irisx-broker"}, args...), mapEnv(e), strings.NewReader(""), &stdout, &stderr)
+	err := run(testkit.Context(t), append([]string{"irisx-broker"}, args...), mapEnv(e), strings.NewReader(""), &stdout, &stderr)
 	return stdout.String(), stderr.String(), err
 }
 
@@ -177,7 +178,7 @@ func TestKMSDataKeyRotation(t *testing.T) {
 	dbURL := testdb.NewDatabase(t)
 	kmsURL := kmsTestKeyURL(t)
 	oldPlain := keysTestEntry(t, "old")
-	keysTestSeed(t, dbURL, keysTestRing(t, oldPlain), keysTestRing(t, oldPlain))
+	keysTestSeed(t, dbURL, testkit.Keyring(t, oldPlain), testkit.Keyring(t, oldPlain))
 	// Move the plain key to the KMS first (rewrap with no --from).
 	out, stderr, err := kmsRun(t, map[string]string{"ENCRYPTION_KEYS": oldPlain}, "keys", "rewrap", "--to", kmsURL)
 	if err != nil {

@@ -16,10 +16,9 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
-
-const testKeys = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 // startServe runs `serve` against a fresh database and the simulator and
 // returns the public and internal base URLs.
@@ -31,7 +30,7 @@ func startServe(t *testing.T, sim *trackunitsim.Sim, extra map[string]string) (p
 		"DATABASE_URL":        testdb.NewDatabase(t),
 		"PUBLIC_ADDR":         "127.0.0.1:0",
 		"INTERNAL_ADDR":       "127.0.0.1:0",
-		"ENCRYPTION_KEYS":     testKeys,
+		"ENCRYPTION_KEYS":     testkit.KeySpec,
 		"INTERNAL_API_TOKENS": "internal-token-for-tests",
 		"ADMIN_API_TOKENS":    "admin-token-for-tests",
 		"TRACKUNIT_JWKS_URL":  simSrv.URL + "/api/marketplace/jwks",

@@ -21,6 +21,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/trackunitsim"
 )
 
@@ -59,13 +60,6 @@ func (o *output) String() string {
 	return o.buf.String()
 }
 
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func noEnv(string) string { return "" }
 
 // startServe runs `trackunit-sim serve` with args and returns its base URL;
@@ -90,7 +84,7 @@ func startServe(t *testing.T, args ...string) string {
 		}
 	})
 	re := regexp.MustCompile(`listening on (http://\S+)`)
-	wait := testContext(t)
+	wait := testkit.Context(t)
 	for {
 		select {
 		case line := <-stdout.lines:
@@ -109,7 +103,7 @@ func startServe(t *testing.T, args ...string) string {
 func runCmd(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	stdout, stderr := newOutput(), newOutput()
-	err := run(testContext(t), append([]string{"trackunit-sim"}, args...), noEnv, stdout, stderr)
+	err := run(testkit.Context(t), append([]string{"trackunit-sim"}, args...), noEnv, stdout, stderr)
 	if err != nil {
 		t.Logf("%v: stderr: %s", args, stderr.String())
 	}
@@ -187,7 +181,7 @@ func keysOf(m map[string]any) []string {
 
 func postForm(t *testing.T, u string, form url.Values) (int, http.Header) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t), http.MethodPost, u, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(testkit.Context(t), http.MethodPost, u, strings.NewReader(form.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +268,7 @@ func TestServeAndSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	kid := strings.TrimSpace(out)
-	set, err := jwk.Fetch(testContext(t), simURL+"/jwks")
+	set, err := jwk.Fetch(testkit.Context(t), simURL+"/jwks")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +294,7 @@ func TestServeAndSend(t *testing.T) {
 		"--password-file", pwFile, "--client-secret-file", secretFile); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequestWithContext(testContext(t), http.MethodPost, simURL+"/token",
+	req, _ := http.NewRequestWithContext(testkit.Context(t), http.MethodPost, simURL+"/token",
 		strings.NewReader(url.Values{"grant_type": {"password"}, "username": {"api-user"}, "password": {"user-pw"}, "scope": {"api"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("0oaUser", "cli-secret-value")
@@ -335,7 +329,7 @@ func TestServeLoadsExistingKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	simURL := startServe(t, "--keys", keys)
-	set, err := jwk.Fetch(testContext(t), simURL+"/api/marketplace/jwks")
+	set, err := jwk.Fetch(testkit.Context(t), simURL+"/api/marketplace/jwks")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +404,7 @@ func TestSimURLFromEnvironment(t *testing.T) {
 		}
 		return ""
 	}
-	if err := run(testContext(t), []string{"trackunit-sim", "rotate", "--kind", "EdDSA"}, getenv, stdout, stderr); err != nil {
+	if err := run(testkit.Context(t), []string{"trackunit-sim", "rotate", "--kind", "EdDSA"}, getenv, stdout, stderr); err != nil {
 		t.Fatalf("rotate with $TRACKUNIT_SIM_URL: %v (%s)", err, stderr.String())
 	}
 	if !strings.HasPrefix(stdout.String(), "eddsa-") {

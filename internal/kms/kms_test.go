@@ -12,6 +12,7 @@ import (
 	"gocloud.dev/secrets/localsecrets"
 
 	"github.com/irisx-broker/irisx-broker/crypto"
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 )
 
 // localKey returns a fresh base64key:// URL.
@@ -153,21 +154,12 @@ func TestRewrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealsAcross(t, kr, mustParse(t, plain))
+	sealsAcross(t, kr, testkit.Keyring(t, plain))
 
 	// A wrong --from fails naming the variable and changes nothing.
 	if _, err := Rewrap(ctx, to, from, spec); err == nil || !strings.Contains(err.Error(), "KMS_KEY_URL") {
 		t.Errorf("rewrap with the wrong old key: %v", err)
 	}
-}
-
-func mustParse(t *testing.T, spec string) *crypto.Keyring {
-	t.Helper()
-	k, err := crypto.ParseKeyring(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // A KMS that accepts connections and never answers fails the start within

@@ -171,7 +171,7 @@ func TestPgBouncerCallbacksAndGetToken(t *testing.T) {
 		}
 	}
 	var stored int
-	if err := admin.QueryRow(ctx, `SELECT count(*) FROM installs WHERE iris_app_id = $1 AND status = 'installed'`, testApp).Scan(&stored); err != nil {
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM installs WHERE iris_app_id = $1 AND status = $2`, testApp, store.StatusInstalled).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("install callbacks through PgBouncer: %d of %d answered 200, %d stored", ok, installs, stored)
@@ -249,7 +249,7 @@ func TestPgBouncerCrossReplicaInvalidation(t *testing.T) {
 	newID, newSecret := trackunitsim.NewClientCredentials()
 	send(trackunitsim.InstallEvent{Type: trackunitsim.EventInstalled, IrisAppID: testApp, AccountID: account, ClientID: newID, ClientSecret: newSecret})
 	start := time.Now()
-	waitFor(t, "instance B to serve a token of the new credentials", func() bool {
+	testkit.WaitFor(t, "instance B to serve a token of the new credentials", func() bool {
 		tok, err := bIn.Installs.Token(ctx, req)
 		return err == nil && subject(tok) == newID
 	})
@@ -260,7 +260,7 @@ func TestPgBouncerCrossReplicaInvalidation(t *testing.T) {
 
 	send(trackunitsim.InstallEvent{Type: trackunitsim.EventUninstalled, IrisAppID: testApp, AccountID: account})
 	start = time.Now()
-	waitFor(t, "instance B to refuse the uninstalled install", func() bool {
+	testkit.WaitFor(t, "instance B to refuse the uninstalled install", func() bool {
 		_, err := bIn.Installs.Token(ctx, req)
 		return errors.Is(err, token.ErrUninstalled)
 	})
@@ -382,10 +382,7 @@ func runInstance(t *testing.T, f *fleet, mod func(*config.Config), deps service.
 }
 
 func newService(f *fleet, mod func(*config.Config), deps service.Deps) (*service.Service, error) {
-	keys, err := crypto.ParseKeyring(testKeys)
-	if err != nil {
-		return nil, err
-	}
+	keys := testkit.Keyring(f.t, testkit.KeySpec)
 	cfg := &config.Config{
 		DatabaseURL: crypto.Secret(f.dbURL), PublicAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", Keyring: keys,
 		InternalAPITokens: []crypto.Secret{"internal"}, AdminAPITokens: []crypto.Secret{"admin"},
@@ -410,7 +407,7 @@ func run(t *testing.T, svc *service.Service) *instance {
 	var once sync.Once
 	in := &instance{Service: svc, stop: func() { once.Do(func() { cancel(); <-done }) }}
 	t.Cleanup(in.stop)
-	waitFor(t, "the instance to be ready", func() bool { return svc.Verifier.Ready() && svc.Ready() })
+	testkit.WaitFor(t, "the instance to be ready", func() bool { return svc.Verifier.Ready() && svc.Ready() })
 	return in
 }
 
@@ -594,7 +591,7 @@ func TestPgBouncerDirectURLWithPoolSettings(t *testing.T) {
 	if _, err := a.Store.ApplyInstallEvent(ctx, store.InstallEvent{Type: store.TypeUninstalled, IrisAppID: testApp, AccountID: account}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the instance to refuse the install uninstalled through the other", func() bool {
+	testkit.WaitFor(t, "the instance to refuse the install uninstalled through the other", func() bool {
 		_, err := in.Installs.Token(ctx, req)
 		return errors.Is(err, token.ErrUninstalled)
 	})

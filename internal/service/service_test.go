@@ -30,8 +30,7 @@ import (
 )
 
 const (
-	testApp  = "@irisx/service-test"
-	testKeys = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	testApp = "@irisx/service-test"
 )
 
 // fleet is a database and a simulator shared by any number of instances.
@@ -62,10 +61,7 @@ type instance struct {
 // start runs one instance and waits until it is ready.
 func (f *fleet) start(mod func(*config.Config)) *instance {
 	f.t.Helper()
-	keys, err := crypto.ParseKeyring(testKeys)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	keys := testkit.Keyring(f.t, testkit.KeySpec)
 	cfg := &config.Config{
 		DatabaseURL: crypto.Secret(f.dbURL), PublicAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", Keyring: keys,
 		InternalAPITokens: []crypto.Secret{"internal"}, AdminAPITokens: []crypto.Secret{"admin"},
@@ -89,7 +85,7 @@ func (f *fleet) start(mod func(*config.Config)) *instance {
 	var once sync.Once
 	in := &instance{Service: svc, stop: func() { once.Do(func() { cancel(); <-done }) }}
 	f.t.Cleanup(in.stop)
-	waitFor(f.t, "the instance to be ready", func() bool { return svc.Verifier.Ready() && svc.Ready() })
+	testkit.WaitFor(f.t, "the instance to be ready", func() bool { return svc.Verifier.Ready() && svc.Ready() })
 	return in
 }
 
@@ -103,17 +99,6 @@ func (f *fleet) install(in *instance, account string) string {
 		f.t.Fatal(err)
 	}
 	return id
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // stampede runs n concurrent callers spread over the instances and returns
@@ -339,7 +324,7 @@ func TestShutdownDrainsWithoutFailedRequests(t *testing.T) {
 	go in.stop()
 	// The load balancer notices /readyz and stops sending, well within the
 	// drain.
-	waitFor(t, "/readyz to turn 503", func() bool {
+	testkit.WaitFor(t, "/readyz to turn 503", func() bool {
 		code, err := get("/readyz")
 		if err == nil && code == http.StatusServiceUnavailable {
 			sawNotReady.Store(true)
@@ -482,7 +467,7 @@ func TestDeafReplicaDoesNotFailOpen(t *testing.T) {
 		WHERE usename = $1 AND application_name = $2`, role, store.ListenApplicationName); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the deaf replica to report not ready", func() bool {
+	testkit.WaitFor(t, "the deaf replica to report not ready", func() bool {
 		resp, err := http.Get("http://" + deaf.PublicAddr() + "/readyz")
 		if err != nil {
 			return false
@@ -500,7 +485,7 @@ func TestDeafReplicaDoesNotFailOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, "the deaf replica to refuse the uninstalled install", func() bool {
+	testkit.WaitFor(t, "the deaf replica to refuse the uninstalled install", func() bool {
 		_, err := deaf.Installs.Token(ctx, req)
 		return errors.Is(err, token.ErrUninstalled)
 	})

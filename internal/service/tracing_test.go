@@ -113,10 +113,7 @@ func (s *tracedSim) issued() []string {
 // dependencies (a tracer provider, a lookup) and waits until it is ready.
 func startTraced(t *testing.T, sim *tracedSim, logs *testkit.Buffer, d service.Deps, mod func(*config.Config)) *service.Service {
 	t.Helper()
-	keys, err := crypto.ParseKeyring(testKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := testkit.Keyring(t, testkit.KeySpec)
 	cfg := &config.Config{
 		DatabaseURL: crypto.Secret(testdb.NewDatabase(t)), PublicAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", Keyring: keys,
 		InternalAPITokens: []crypto.Secret{traceBearer}, AdminAPITokens: []crypto.Secret{traceAdmin},
@@ -139,7 +136,7 @@ func startTraced(t *testing.T, sim *tracedSim, logs *testkit.Buffer, d service.D
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "the instance to be ready", func() bool { return svc.Verifier.Ready() && svc.Ready() })
+	testkit.WaitFor(t, "the instance to be ready", func() bool { return svc.Verifier.Ready() && svc.Ready() })
 	return svc
 }
 
@@ -240,7 +237,7 @@ func TestTracesFollowRequestsAcrossLayers(t *testing.T) {
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("callback: %d %s %v", status, body, err)
 	}
-	waitFor(t, "the callback's server span", func() bool { return len(spanSet(exp.GetSpans()).named("POST /appinstall")) == 1 })
+	testkit.WaitFor(t, "the callback's server span", func() bool { return len(spanSet(exp.GetSpans()).named("POST /appinstall")) == 1 })
 	spans := spanSet(exp.GetSpans())
 	root := spans.named("POST /appinstall")[0]
 	if root.Parent.IsValid() || root.SpanKind != trace.SpanKindServer {
@@ -368,7 +365,7 @@ func TestTracesFollowRequestsAcrossLayers(t *testing.T) {
 		"install access token": tok.AccessToken, "API user access token": userTok.AccessToken,
 		"API user client id": userClient, "API user client secret": userSecret.Reveal(), "password": password.Reveal(),
 		"bearer token": traceBearer, "admin token": traceAdmin, "identity JWT": jwt,
-		"key entry": testKeys[strings.IndexByte(testKeys, ':')+1:],
+		"key entry": testkit.KeySpec[strings.IndexByte(testkit.KeySpec, ':')+1:],
 	}
 	// The JWT's signature alone, too (a part of it would do as much harm).
 	secrets["identity JWT signature"] = jwt[strings.LastIndexByte(jwt, '.')+1:]
@@ -408,10 +405,7 @@ func TestTracingOffUnlessAsked(t *testing.T) {
 		logs := &testkit.Buffer{}
 		lookup := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 		ctx, cancel := context.WithCancel(context.Background())
-		keys, err := crypto.ParseKeyring(testKeys)
-		if err != nil {
-			t.Fatal(err)
-		}
+		keys := testkit.Keyring(t, testkit.KeySpec)
 		cfg := &config.Config{
 			DatabaseURL: crypto.Secret(testdb.NewDatabase(t)), PublicAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", Keyring: keys,
 			InternalAPITokens: []crypto.Secret{traceBearer}, AdminAPITokens: []crypto.Secret{traceAdmin},
@@ -427,7 +421,7 @@ func TestTracingOffUnlessAsked(t *testing.T) {
 		done := make(chan struct{})
 		go func() { _ = svc.Run(ctx); close(done) }()
 		defer func() { cancel(); <-done }()
-		waitFor(t, "the instance to be ready", func() bool { return svc.Verifier.Ready() && svc.Ready() })
+		testkit.WaitFor(t, "the instance to be ready", func() bool { return svc.Verifier.Ready() && svc.Ready() })
 
 		account := uuid.NewString()
 		id, secret := trackunitsim.NewClientCredentials()

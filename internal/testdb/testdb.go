@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"slices"
 	"sync"
@@ -72,8 +71,8 @@ func NewDatabase(t testing.TB) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := execAdmin(ctx, base, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)"); err != nil {
-			t.Errorf("testdb: drop database %s: %v", name, err)
+		if err := DropDatabase(ctx, base, name); err != nil {
+			t.Error(err)
 		}
 	})
 	return withDatabase(base, name)
@@ -97,7 +96,7 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 func server(ctx context.Context) (string, error) {
 	serverOnce.Do(func() {
 		if u := os.Getenv(EnvURL); u != "" {
-			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "postgres" && pu.Scheme != "postgresql") {
+			if _, err := WithDatabase(u, "postgres"); err != nil {
 				serverErr = fmt.Errorf("%s must be a postgres:// URL", EnvURL)
 				return
 			}
@@ -223,12 +222,10 @@ func retryInUse(ctx context.Context, fn func() error) error {
 	}
 }
 
-// withDatabase returns base, a URL validated by server, with its database
-// name replaced.
+// withDatabase is WithDatabase for a base URL server has validated.
 func withDatabase(base, name string) string {
-	u, _ := url.Parse(base) // validated by server
-	u.Path = "/" + name
-	return u.String()
+	u, _ := WithDatabase(base, name)
+	return u
 }
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }

@@ -1,7 +1,6 @@
 package testdb
 
 import (
-	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -14,14 +13,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/migrations"
 )
-
-func testCtx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
 
 func dbName(t *testing.T, dbURL string) string {
 	u, err := url.Parse(dbURL)
@@ -54,43 +48,43 @@ func TestNewDatabaseIsMigratedIsolatedAndDropped(t *testing.T) {
 		}
 		pool := NewPool(t)
 		for _, u := range []string{first, second} {
-			conn, err := pgx.Connect(testCtx(t), u)
+			conn, err := pgx.Connect(testkit.Context(t), u)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var version int
 			var dirty bool
-			if err := conn.QueryRow(testCtx(t), "SELECT version, dirty FROM schema_migrations").Scan(&version, &dirty); err != nil || version != latest || dirty {
+			if err := conn.QueryRow(testkit.Context(t), "SELECT version, dirty FROM schema_migrations").Scan(&version, &dirty); err != nil || version != latest || dirty {
 				t.Errorf("%s: schema version %d (dirty %v), %v; want %d", u, version, dirty, err, latest)
 			}
-			conn.Close(testCtx(t))
+			conn.Close(testkit.Context(t))
 		}
 		// A row in one database is not in another.
-		if _, err := pool.Exec(testCtx(t), `INSERT INTO install_events (iris_app_id, account_id, type, outcome, event_at, received_at)
+		if _, err := pool.Exec(testkit.Context(t), `INSERT INTO install_events (iris_app_id, account_id, type, outcome, event_at, received_at)
 			VALUES ('a', gen_random_uuid(), 'X', 'ignored', now(), now())`); err != nil {
 			t.Fatal(err)
 		}
-		conn, err := pgx.Connect(testCtx(t), first)
+		conn, err := pgx.Connect(testkit.Context(t), first)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close(testCtx(t))
+		defer conn.Close(testkit.Context(t))
 		var n int
-		if err := conn.QueryRow(testCtx(t), "SELECT count(*) FROM install_events").Scan(&n); err != nil || n != 0 {
+		if err := conn.QueryRow(testkit.Context(t), "SELECT count(*) FROM install_events").Scan(&n); err != nil || n != 0 {
 			t.Errorf("another test's row is visible: %d, %v", n, err)
 		}
 	})
-	base, err := server(testCtx(t))
+	base, err := server(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(testCtx(t), base)
+	conn, err := pgx.Connect(testkit.Context(t), base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(testCtx(t))
+	defer conn.Close(testkit.Context(t))
 	var exists bool
-	if err := conn.QueryRow(testCtx(t), "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", dbName(t, first)).Scan(&exists); err != nil || exists {
+	if err := conn.QueryRow(testkit.Context(t), "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", dbName(t, first)).Scan(&exists); err != nil || exists {
 		t.Errorf("database %s still exists after its test (%v)", dbName(t, first), err)
 	}
 	// The template is named by the migrations and refuses connections.
@@ -99,7 +93,7 @@ func TestNewDatabaseIsMigratedIsolatedAndDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	var allow, isTemplate bool
-	err = conn.QueryRow(testCtx(t), "SELECT datallowconn, datistemplate FROM pg_database WHERE datname = $1", "tmpl_"+sum).Scan(&allow, &isTemplate)
+	err = conn.QueryRow(testkit.Context(t), "SELECT datallowconn, datistemplate FROM pg_database WHERE datname = $1", "tmpl_"+sum).Scan(&allow, &isTemplate)
 	if err != nil || allow || !isTemplate {
 		t.Errorf("template tmpl_%s: allow connections %v, is template %v, %v", sum, allow, isTemplate, err)
 	}

@@ -1,6 +1,10 @@
-// Package testkit holds the small fakes many packages' tests share: a
-// settable clock for code that takes a now function, and a buffer that
-// concurrent loggers can write to while a test reads it.
+// Package testkit is the one set of helpers the tests of every package
+// share: a settable clock and a concurrent log buffer (this file), a bounded
+// test context and a poll-until (wait.go), a JSON POST (http.go), test
+// keyrings (keyring.go) and a dump of database tables (dump.go).
+//
+// It imports nothing of this module but crypto, so any package may use it in
+// its tests except crypto's own (which are in package crypto).
 package testkit
 
 import (
