@@ -154,7 +154,7 @@ func uniqueScopes(in []string) ([]string, []string) {
 	var problems []string
 	scopes := make([]string, 0, len(in))
 	for _, s := range in {
-		if !scopeToken(s) {
+		if !ValidScope(s) {
 			problems = append(problems, "scopes must be OAuth scope tokens (printable ASCII without spaces, quotes or backslashes)")
 			break
 		}
@@ -168,8 +168,10 @@ func uniqueScopes(in []string) ([]string, []string) {
 	return scopes, problems
 }
 
-// scopeToken reports whether s is an RFC 6749 scope-token.
-func scopeToken(s string) bool {
+// ValidScope reports whether s is an RFC 6749 scope-token of at most 256
+// bytes: printable ASCII without spaces, quotes or backslashes. Every scope
+// the broker stores or asks Trackunit for passes it.
+func ValidScope(s string) bool {
 	if s == "" || len(s) > maxScopeLen {
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/irisx-broker/irisx-broker/internal/clip"
+	"github.com/irisx-broker/irisx-broker/store"
 )
 
 // validID refuses what would make cache keys ambiguous.
@@ -39,7 +40,7 @@ func normalizeScopes(in []string) ([]string, error) {
 			normalized = false
 			continue
 		}
-		if !validScope(s) {
+		if !store.ValidScope(s) {
 			return nil, fmt.Errorf("%w: malformed scope %q", ErrInvalidScope, truncate(s, 64))
 		}
 		if i > 0 && in[i-1] >= s {
@@ -57,21 +58,6 @@ func normalizeScopes(in []string) ([]string, error) {
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
-}
-
-// validScope reports whether s is an RFC 6749 scope-token: printable ASCII
-// without space, double quote or backslash.
-func validScope(s string) bool {
-	if len(s) > 256 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }
 
 // truncate bounds s to about n bytes without splitting a UTF-8 sequence.
