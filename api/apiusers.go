@@ -22,7 +22,7 @@ type APIUserRegistry interface {
 	DeleteAPIUser(ctx context.Context, name string) error
 }
 
-// APIUserBroker hands out API users' tokens; *token.APIUsers satisfies it.
+// APIUserBroker hands out API users' tokens; *token.APIUserTokens satisfies it.
 type APIUserBroker interface {
 	Token(ctx context.Context, name string, minValid time.Duration) (token.Token, error)
 	// Invalidate makes this replica forget a user it may remember, after

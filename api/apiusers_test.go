@@ -25,7 +25,7 @@ import (
 // users, backed by the harness's store and simulator.
 type userHarness struct {
 	*harness
-	apiUsers *token.APIUsers
+	apiUsers *token.APIUserTokens
 	url      string
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/irisx-broker/irisx-broker/store"
@@ -37,8 +39,8 @@ func TestAPIUserRejectedCredentials(t *testing.T) {
 
 			var errs []error
 			for i := range 10 {
-				for _, r := range []*APIUsers{a, b} {
-					_, err := r.Token(testCtx(t), right.name, 0)
+				for _, r := range []*APIUserTokens{a, b} {
+					_, err := r.Token(testkit.Context(t), right.name, 0)
 					if !errors.Is(err, ErrAPIUserRejected) || !errors.Is(err, ErrCredentialsRejected) {
 						t.Fatalf("call %d: %v, want ErrAPIUserRejected", i, err)
 					}
@@ -92,7 +94,7 @@ func TestAPIUserRefreshRefused(t *testing.T) {
 				e.sim.AddUser(u.username, "a-new-password", u.clientID, u.clientSecret)
 			}
 			e.clock.Advance(2 * time.Hour)
-			_, err := b.Token(testCtx(t), u.name, 0)
+			_, err := b.Token(testkit.Context(t), u.name, 0)
 			if tc.changePassword != errors.Is(err, ErrAPIUserRejected) || (!tc.changePassword && err != nil) {
 				t.Fatalf("Token: %v", err)
 			}
@@ -120,7 +122,7 @@ func TestAPIUserUpstreamFailures(t *testing.T) {
 
 	e.clock.Advance(2 * time.Hour)
 	e.sim.InjectFault(trackunitsim.EndpointToken, trackunitsim.Fault{Status: 429, RetryAfter: "7"})
-	if _, err := b.Token(testCtx(t), u.name, 0); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCredentialsRejected) {
+	if _, err := b.Token(testkit.Context(t), u.name, 0); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCredentialsRejected) {
 		t.Fatalf("Token during an outage: %v, want ErrUnavailable", err)
 	}
 	pw, rt := e.calls(u)
@@ -182,11 +184,11 @@ func TestAPIUserSecretsNeverLeak(t *testing.T) {
 	}
 	e.token(b, good.name)
 	secrets = append(secrets, e.refreshToken(good.name))
-	_, err := b.Token(testCtx(t), bad.name, 0)
+	_, err := b.Token(testkit.Context(t), bad.name, 0)
 	note(err)
 	e.clock.Advance(2 * time.Hour)
 	e.sim.InjectFault(trackunitsim.EndpointToken, trackunitsim.Fault{Status: 503})
-	_, err = b.Token(testCtx(t), good.name, 0)
+	_, err = b.Token(testkit.Context(t), good.name, 0)
 	note(err)
 	e.sim.ClearFaults()
 	e.token(b, good.name)
@@ -197,10 +199,10 @@ func TestAPIUserSecretsNeverLeak(t *testing.T) {
 	secrets = append(secrets, e.refreshToken(good.name))
 	secrets = append(secrets, e.handedOut...)
 
-	users, err := e.admin.ListAPIUsers(testCtx(t))
+	users, err := e.admin.ListAPIUsers(testkit.Context(t))
 	note(err)
 	state := ""
-	if _, err := e.admin.UpdateAPIUserLocked(testCtx(t), good.name, func(st store.APIUserState) (store.APIUserUpdate, error) {
+	if _, err := e.admin.UpdateAPIUserLocked(testkit.Context(t), good.name, func(st store.APIUserState) (store.APIUserUpdate, error) {
 		state = fmt.Sprintf("%v %+v %#v", st, st, st)
 		return store.APIUserUpdate{}, nil
 	}); err != nil {

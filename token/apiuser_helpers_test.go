@@ -73,7 +73,7 @@ func (e *userEnv) newStore() (*pgxpool.Pool, *store.Store) {
 
 // replica starts a broker as a new process would: its own pool and an
 // empty memory. transport, if set, sits between it and the simulator.
-func (e *userEnv) replica(mod func(*Config)) *APIUsers {
+func (e *userEnv) replica(mod func(*Config)) *APIUserTokens {
 	e.t.Helper()
 	_, st := e.newStore()
 	cfg := Config{
@@ -123,7 +123,7 @@ func (e *userEnv) register(name string) testUser {
 // save (re)registers u with the broker, as CreateApiUser does.
 func (e *userEnv) save(u testUser) {
 	e.t.Helper()
-	_, err := e.admin.CreateAPIUser(testCtx(e.t), store.NewAPIUser{Name: u.name, Username: u.username,
+	_, err := e.admin.CreateAPIUser(testkit.Context(e.t), store.NewAPIUser{Name: u.name, Username: u.username,
 		Password: u.password, ClientID: crypto.Secret(u.clientID), ClientSecret: u.clientSecret})
 	if err != nil {
 		e.t.Fatal(err)
@@ -131,9 +131,9 @@ func (e *userEnv) save(u testUser) {
 }
 
 // token gets a token that must succeed and be valid at Trackunit.
-func (e *userEnv) token(b *APIUsers, name string) string {
+func (e *userEnv) token(b *APIUserTokens, name string) string {
 	e.t.Helper()
-	tok, err := b.Token(testCtx(e.t), name, 0)
+	tok, err := b.Token(testkit.Context(e.t), name, 0)
 	if err != nil {
 		e.t.Fatalf("Token(%s): %v", name, err)
 	}
@@ -157,7 +157,7 @@ func (e *userEnv) calls(u testUser) (password, refresh int) {
 // listed is the user as ListApiUsers shows it.
 func (e *userEnv) listed(name string) store.APIUser {
 	e.t.Helper()
-	users, err := e.admin.ListAPIUsers(testCtx(e.t))
+	users, err := e.admin.ListAPIUsers(testkit.Context(e.t))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func (e *userEnv) listed(name string) store.APIUser {
 func (e *userEnv) refreshToken(name string) string {
 	e.t.Helper()
 	var rt string
-	_, err := e.admin.UpdateAPIUserLocked(testCtx(e.t), name, func(st store.APIUserState) (store.APIUserUpdate, error) {
+	_, err := e.admin.UpdateAPIUserLocked(testkit.Context(e.t), name, func(st store.APIUserState) (store.APIUserUpdate, error) {
 		rt = st.RefreshToken.Reveal()
 		return store.APIUserUpdate{}, nil
 	})
@@ -187,7 +187,7 @@ func (e *userEnv) refreshToken(name string) string {
 // dump is every row of every table as text.
 func (e *userEnv) dump() string {
 	e.t.Helper()
-	ctx := testCtx(e.t)
+	ctx := testkit.Context(e.t)
 	rows, err := e.pool.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
 	if err != nil {
 		e.t.Fatal(err)

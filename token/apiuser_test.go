@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/irisx-broker/irisx-broker/store"
@@ -23,17 +25,17 @@ func TestAPIUserOneRefreshAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	e := newUserEnv(t, trackunitsim.Options{})
 	u := e.register("fleet-reports")
-	replicas := []*APIUsers{e.replica(nil), e.replica(nil), e.replica(nil)}
+	replicas := []*APIUserTokens{e.replica(nil), e.replica(nil), e.replica(nil)}
 	first := e.token(replicas[0], u.name)
 
-	concurrent := func(replicas []*APIUsers, n int) map[string]int {
+	concurrent := func(replicas []*APIUserTokens, n int) map[string]int {
 		t.Helper()
 		var (
 			wg   sync.WaitGroup
 			mu   sync.Mutex
 			seen = map[string]int{}
 		)
-		ctx := testCtx(t)
+		ctx := testkit.Context(t)
 		for i := range n {
 			wg.Add(1)
 			go func() {
@@ -84,7 +86,7 @@ func TestAPIUserOneRefreshAcrossReplicas(t *testing.T) {
 
 	// Restart: new replicas serve the token cached in the database without
 	// calling Trackunit, then refresh with the stored refresh token.
-	restarted := []*APIUsers{e.replica(nil), e.replica(nil), e.replica(nil)}
+	restarted := []*APIUserTokens{e.replica(nil), e.replica(nil), e.replica(nil)}
 	if got := checkOne("after restart", concurrent(restarted, 30), 30, first); got != second {
 		t.Error("restarted replicas did not serve the token cached in the database")
 	}
@@ -132,7 +134,7 @@ func TestAPIUserCrashBeforeCommitRecovers(t *testing.T) {
 
 			e.clock.Advance(2 * time.Hour)
 			crash.Store(true)
-			if _, err := dying.Token(testCtx(t), u.name, 0); !errors.Is(err, ErrUnavailable) {
+			if _, err := dying.Token(testkit.Context(t), u.name, 0); !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("Token through a crash before commit: %v, want ErrUnavailable", err)
 			}
 			if got := e.refreshToken(u.name); got != stored {
@@ -226,7 +228,7 @@ func TestAPIUserServingAndRefreshAhead(t *testing.T) {
 	if got := e.token(a, u.name); got != tok {
 		t.Error("a token with 20 minutes left was not served to a caller without minValid")
 	}
-	long, err := a.Token(testCtx(t), u.name, 30*time.Minute)
+	long, err := a.Token(testkit.Context(t), u.name, 30*time.Minute)
 	if err != nil || long.AccessToken.Reveal() == tok || long.ExpiresAt.Sub(e.clock.Now()) < 59*time.Minute {
 		t.Fatalf("minValid 30m with 20m left: %v (new token: %v, expires %v)", err, long.AccessToken.Reveal() != tok, long.ExpiresAt)
 	}
@@ -245,7 +247,7 @@ func TestAPIUserServingAndRefreshAhead(t *testing.T) {
 		t.Errorf("refresh grants after refresh-ahead = %d, want 2", rt)
 	}
 	e.clock.Advance(2 * time.Second) // past Revalidate: a reads the database
-	for _, r := range []*APIUsers{a, b} {
+	for _, r := range []*APIUserTokens{a, b} {
 		if got := e.token(r, u.name); got == current {
 			t.Error("the refreshed-ahead token was not picked up")
 		}
@@ -275,18 +277,18 @@ func TestAPIUserDeleteAndReplace(t *testing.T) {
 		t.Error("another replica served the old registration's token after Revalidate")
 	}
 
-	if err := e.admin.DeleteAPIUser(testCtx(t), u.name); err != nil {
+	if err := e.admin.DeleteAPIUser(testkit.Context(t), u.name); err != nil {
 		t.Fatal(err)
 	}
 	a.Invalidate(u.name)
-	for _, r := range []*APIUsers{a, b} {
+	for _, r := range []*APIUserTokens{a, b} {
 		e.clock.Advance(time.Second)
-		if _, err := r.Token(testCtx(t), u.name, 0); !errors.Is(err, ErrAPIUserNotFound) {
+		if _, err := r.Token(testkit.Context(t), u.name, 0); !errors.Is(err, ErrAPIUserNotFound) {
 			t.Errorf("Token for a deleted user: %v, want ErrAPIUserNotFound", err)
 		}
 	}
 	for _, name := range []string{"never-registered", "", "no spaces", "\x00"} {
-		if _, err := a.Token(testCtx(t), name, 0); !errors.Is(err, ErrAPIUserNotFound) {
+		if _, err := a.Token(testkit.Context(t), name, 0); !errors.Is(err, ErrAPIUserNotFound) {
 			t.Errorf("Token(%q): %v, want ErrAPIUserNotFound", name, err)
 		}
 	}
@@ -336,7 +338,7 @@ func TestAPIUserRevalidationServesNoCallerTheReplacedToken(t *testing.T) {
 		t.Fatal("the second replica did not serve the stored token")
 	}
 	e.clock.Advance(30 * time.Minute)
-	fresh, err := a.Token(testCtx(t), u.name, 45*time.Minute) // a refreshes; b still holds old
+	fresh, err := a.Token(testkit.Context(t), u.name, 45*time.Minute) // a refreshes; b still holds old
 	if err != nil || fresh.AccessToken.Reveal() == old {
 		t.Fatalf("forced refresh on a: %v", err)
 	}
@@ -347,7 +349,7 @@ func TestAPIUserRevalidationServesNoCallerTheReplacedToken(t *testing.T) {
 	var stale, failed atomic.Int32
 	for range 50 {
 		wg.Go(func() {
-			tok, err := b.Token(testCtx(t), u.name, 0)
+			tok, err := b.Token(testkit.Context(t), u.name, 0)
 			switch {
 			case err != nil:
 				failed.Add(1)

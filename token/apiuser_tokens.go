@@ -47,9 +47,6 @@ type APIUserStore interface {
 // is safe for concurrent use.
 type APIUserTokens struct{ b *Broker }
 
-// APIUsers is the former name of APIUserTokens.
-type APIUsers = APIUserTokens
-
 // apiUserApp is the app part of an API user's cache key.
 const apiUserApp = "\x02api-user"
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/irisx-broker/irisx-broker/store"
@@ -16,7 +18,7 @@ import (
 func TestManyCallersOneColdKeyShareOneUpstreamCall(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 
 	const callers = 500
 	tokens := make([]string, callers)
@@ -50,7 +52,7 @@ func TestManyAccountsOneUpstreamCallEach(t *testing.T) {
 	for a := range accounts {
 		e.st.install(testApp, fmt.Sprintf("acct-%d", a), testSecret)
 	}
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	var mu sync.Mutex
 	byAccount := make(map[string]map[string]bool)
 	var wg sync.WaitGroup
@@ -93,7 +95,7 @@ func TestManyAccountsOneUpstreamCallEach(t *testing.T) {
 func TestScopeSetsAreNormalizedIntoOneKey(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.DefaultScopes = []string{"b.view", "a.view"} })
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	for _, scopes := range [][]string{{"a.view", "b.view"}, {"b.view", "a.view", "a.view"}, {"", "b.view", "a.view"}, nil, {}} {
 		tok, err := e.b.Token(ctx, req("acct-1", scopes...))
 		if err != nil {
@@ -117,7 +119,7 @@ func TestScopeSetsAreNormalizedIntoOneKey(t *testing.T) {
 func TestRequestValidation(t *testing.T) {
 	noDefaults := newEnv(t, func(c *Config) { c.DefaultScopes = nil })
 	noDefaults.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	tests := []struct {
 		name string
 		r    Request
@@ -168,7 +170,7 @@ func TestInstallStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, nil)
 			tt.setup(e.st)
-			_, err := e.b.Token(testCtx(t), req("acct-1"))
+			_, err := e.b.Token(testkit.Context(t), req("acct-1"))
 			if !errors.Is(err, tt.want) || !errors.Is(err, tt.wantIs) {
 				t.Errorf("err = %v, want %v wrapping %v", err, tt.want, tt.wantIs)
 			}
@@ -182,7 +184,7 @@ func TestInstallStatus(t *testing.T) {
 func TestCachedTokenReusedUntilRefreshWindow(t *testing.T) {
 	e := newEnv(t, nil) // margin 5m; jitter 0.5 puts the refresh point at 330 s before expiry
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	first, err := e.b.Token(ctx, req("acct-1"))
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +229,7 @@ func TestCachedTokenReusedUntilRefreshWindow(t *testing.T) {
 func TestRefreshAheadStartsOneBackgroundCallAndKeepsServing(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	first, err := e.b.Token(ctx, req("acct-1"))
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +286,7 @@ func TestMinValid(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, nil)
 			e.st.install(testApp, "acct-1", testSecret)
-			ctx := testCtx(t)
+			ctx := testkit.Context(t)
 			if _, err := e.b.Token(ctx, req("acct-1")); err != nil {
 				t.Fatal(err)
 			}
@@ -314,7 +316,7 @@ func TestMinValid(t *testing.T) {
 func TestCallerCancellingDoesNotFailOtherWaiters(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	e.up.hold()
 
 	cctx, cancel := context.WithCancel(ctx)
@@ -404,7 +406,7 @@ func TestRefreshThatFindsTheInstallGoneEndsItsCachedTokens(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, nil)
 			e.st.install(testApp, "acct-1", testSecret)
-			ctx := testCtx(t)
+			ctx := testkit.Context(t)
 			first, err := e.b.Token(ctx, req("acct-1"))
 			if err != nil {
 				t.Fatal(err)
@@ -426,7 +428,7 @@ func TestRefreshThatFindsTheInstallGoneEndsItsCachedTokens(t *testing.T) {
 func TestCancelledCallerStartsNoFetch(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx, cancel := context.WithCancel(testCtx(t))
+	ctx, cancel := context.WithCancel(testkit.Context(t))
 	cancel()
 	if _, err := e.b.Token(ctx, req("acct-1")); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/irisx-broker/irisx-broker/store"
@@ -16,7 +18,7 @@ func TestInvalidateDropsEveryScopeSetOfTheInstall(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
 	e.st.install(testApp, "acct-2", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	reqs := []Request{req("acct-1", "asset.view"), req("acct-1", "account.view"), req("acct-2", "asset.view")}
 	for _, r := range reqs {
 		if _, err := e.b.Token(ctx, r); err != nil {
@@ -68,7 +70,7 @@ func TestInvalidateWinsOverFetchInFlight(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, nil)
 			e.st.install(testApp, "acct-1", testSecret)
-			ctx := testCtx(t)
+			ctx := testkit.Context(t)
 			e.up.hold()
 			type result struct {
 				tok Token
@@ -116,7 +118,7 @@ func TestCacheBoundEvictsExpiredFirstThenOldest(t *testing.T) {
 	for _, a := range []string{"a", "b", "c", "d", "e"} {
 		e.st.install(testApp, a, testSecret)
 	}
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	mint := func(acct string) {
 		t.Helper()
 		if _, err := e.b.Token(ctx, req(acct)); err != nil {

@@ -233,7 +233,7 @@ func (u *upstream) waitReceived(t *testing.T) int {
 	u.consumed++
 	n := u.consumed
 	u.mu.Unlock()
-	eventually(t, "an upstream request", func() bool { return u.calls() >= int64(n) })
+	testkit.WaitFor(t, "an upstream request", func() bool { return u.calls() >= int64(n) })
 	return n
 }
 
@@ -318,25 +318,6 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	e.b = b
 	t.Cleanup(b.bg.Wait)
 	return e
-}
-
-func testCtx(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// eventually polls cond until it holds or a bounded wait ends.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func req(account string, scopes ...string) Request {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/irisx-broker/irisx-broker/store"
@@ -14,7 +16,7 @@ func TestRunWritesCoalescedResults(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.FlushInterval = 5 * time.Millisecond })
 	e.st.install(testApp, "acct-1", testSecret)
 	e.st.install(testApp, "acct-2", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 
 	// Queued before Run starts, so they coalesce into one batch.
 	if _, err := e.b.Token(ctx, req("acct-1")); err != nil {
@@ -33,7 +35,7 @@ func TestRunWritesCoalescedResults(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { e.b.Run(runCtx); close(done) }()
-	eventually(t, "a batch", func() bool { return len(e.st.getResults()) > 0 })
+	testkit.WaitFor(t, "a batch", func() bool { return len(e.st.getResults()) > 0 })
 	want := [][]store.TokenResult{{
 		{IrisAppID: testApp, AccountID: "acct-1", At: epoch},
 		{IrisAppID: testApp, AccountID: "acct-2", At: epoch.Add(2 * time.Second)},
@@ -73,7 +75,7 @@ func TestRecordDropsInsteadOfBlocking(t *testing.T) {
 	if got := e.b.dropped.Load(); got != 3 {
 		t.Errorf("dropped = %d, want 3", got)
 	}
-	ctx, stop := context.WithCancel(testCtx(t))
+	ctx, stop := context.WithCancel(testkit.Context(t))
 	stop()
 	e.b.Run(ctx) // drains and writes what was kept, then returns
 	want := [][]store.TokenResult{{{IrisAppID: testApp, AccountID: "acct-1", At: epoch}}}

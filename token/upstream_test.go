@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testkit"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -74,7 +76,7 @@ func TestRetryMatrix(t *testing.T) {
 			e := newEnv(t, nil)
 			e.st.install(testApp, "acct-1", testSecret)
 			e.up.setScript(tt.script...)
-			tok, err := e.b.Token(testCtx(t), req("acct-1"))
+			tok, err := e.b.Token(testkit.Context(t), req("acct-1"))
 			switch {
 			case tt.want == nil && err != nil:
 				t.Fatalf("err = %v, want a token", err)
@@ -110,7 +112,7 @@ func TestConnectionRefusedIsRetriedThenUnavailable(t *testing.T) {
 	ln.Close() // nothing listens there now
 	e := newEnv(t, func(c *Config) { c.AuthURL = "http://" + addr })
 	e.st.install(testApp, "acct-1", testSecret)
-	_, err = e.b.Token(testCtx(t), req("acct-1"))
+	_, err = e.b.Token(testkit.Context(t), req("acct-1"))
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
@@ -130,7 +132,7 @@ func TestHangingUpstreamCallerReturnsAtItsDeadline(t *testing.T) {
 	e.st.install(testApp, "acct-1", testSecret)
 	e.up.setAlways(&reply{Hang: true})
 
-	ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+	ctx, cancel := context.WithTimeout(testkit.Context(t), 50*time.Millisecond)
 	defer cancel()
 	_, err := e.b.Token(ctx, req("acct-1"))
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -138,8 +140,8 @@ func TestHangingUpstreamCallerReturnsAtItsDeadline(t *testing.T) {
 	}
 	// The shared fetch goes on, detached from the caller, and gives up
 	// after MaxAttempts time-outs.
-	eventually(t, "three attempts", func() bool { return len(e.obs.getOutcomes()) == 3 })
-	eventually(t, "the fetch to record its result", func() bool { return len(e.b.results) == 1 })
+	testkit.WaitFor(t, "three attempts", func() bool { return len(e.obs.getOutcomes()) == 3 })
+	testkit.WaitFor(t, "the fetch to record its result", func() bool { return len(e.b.results) == 1 })
 	if diff := cmp.Diff([]string{"timeout", "timeout", "timeout"}, e.obs.getOutcomes()); diff != "" {
 		t.Errorf("attempts (-want +got):\n%s", diff)
 	}
@@ -155,7 +157,7 @@ func TestFetchTimeoutBoundsTheSharedFetch(t *testing.T) {
 	})
 	e.st.install(testApp, "acct-1", testSecret)
 	e.up.setAlways(&reply{Hang: true})
-	_, err := e.b.Token(testCtx(t), req("acct-1"))
+	_, err := e.b.Token(testkit.Context(t), req("acct-1"))
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
@@ -167,7 +169,7 @@ func TestFetchTimeoutBoundsTheSharedFetch(t *testing.T) {
 func TestCachedTokenServedDuringOutage(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	first, err := e.b.Token(ctx, req("acct-1"))
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +216,7 @@ func TestInvalidClientMarksOnceAndStopsUpstreamCalls(t *testing.T) {
 		t.Run(body[2:7], func(t *testing.T) {
 			e := newEnv(t, nil)
 			e.st.install(testApp, "acct-1", testSecret)
-			ctx := testCtx(t)
+			ctx := testkit.Context(t)
 			// A cached token for another scope set is dropped too.
 			if _, err := e.b.Token(ctx, req("acct-1", "account.view")); err != nil {
 				t.Fatal(err)
@@ -251,7 +253,7 @@ func TestInvalidClientMarksOnceAndStopsUpstreamCalls(t *testing.T) {
 func TestInvalidScopeMarksNothing(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	e.up.setAlways(&reply{Raw: true, Status: 400, ContentType: "application/json", Body: `{"error":"invalid_scope","error_description":"The requested scope is invalid, unknown, or malformed."}`})
 	for range 2 {
 		if _, err := e.b.Token(ctx, req("acct-1", "account.delete")); !errors.Is(err, ErrInvalidScope) {
@@ -273,7 +275,7 @@ func TestInvalidScopeMarksNothing(t *testing.T) {
 func TestSecretsNeverInErrorsOrLogs(t *testing.T) {
 	e := newEnv(t, nil)
 	e.st.install(testApp, "acct-1", testSecret)
-	ctx := testCtx(t)
+	ctx := testkit.Context(t)
 	var texts []string
 
 	tok, err := e.b.Token(ctx, req("acct-1"))
@@ -362,7 +364,7 @@ func TestTokenResponseVariants(t *testing.T) {
 			e := newEnv(t, nil)
 			e.st.install(testApp, "acct-1", testSecret)
 			e.up.setScript(tt.body)
-			tok, err := e.b.Token(testCtx(t), req("acct-1", "asset.view", "account.view"))
+			tok, err := e.b.Token(testkit.Context(t), req("acct-1", "asset.view", "account.view"))
 			if err != nil {
 				t.Fatal(err)
 			}
