@@ -24,12 +24,6 @@ import (
 // maxInstallBody is the contract's cap on the callback body.
 const maxInstallBody = 64 << 10
 
-// Event types with meaning; any other type is recorded and ignored.
-const (
-	typeInstalled   = "INSTALLED"
-	typeUninstalled = "UNINSTALLED"
-)
-
 // Verifier checks a Trackunit-Identity JWT and profiles it, accepted or not.
 type Verifier interface {
 	Check(ctx context.Context, token string) (*identity.Identity, identity.Profile, error)
@@ -177,7 +171,7 @@ func decodeInstallBody(raw []byte) (*installBody, error) {
 			missing = append(missing, f.name)
 		}
 	}
-	if b.Type == typeInstalled {
+	if b.Type == store.TypeInstalled {
 		if b.ClientID.IsZero() {
 			missing = append(missing, "clientId")
 		}
@@ -253,7 +247,7 @@ func canonicalUUID(s string) string { return uuid.MustParse(s).String() }
 // attacker-chosen text.
 func eventTypeLabel(t string) string {
 	switch t {
-	case typeInstalled, typeUninstalled:
+	case store.TypeInstalled, store.TypeUninstalled:
 		return t
 	}
 	return "other"

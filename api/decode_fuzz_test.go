@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/irisx-broker/irisx-broker/store"
 )
 
 // FuzzDecodeInstallBody: the decoder never panics, refuses with a 400 and a
@@ -40,7 +42,7 @@ func FuzzDecodeInstallBody(f *testing.F) {
 		if _, err := uuid.Parse(b.AccountID); err != nil {
 			t.Fatalf("accepted a non-UUID accountId %q", b.AccountID)
 		}
-		if b.Type == typeInstalled && (b.ClientID.IsZero() || b.ClientSecret.IsZero()) {
+		if b.Type == store.TypeInstalled && (b.ClientID.IsZero() || b.ClientSecret.IsZero()) {
 			t.Fatal("accepted INSTALLED without credentials")
 		}
 		_ = canonicalUUID(b.AccountID) // must not panic on anything accepted
