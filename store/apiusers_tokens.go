@@ -99,7 +99,7 @@ func (s *Store) APIUserToken(ctx context.Context, name string) (APIUserToken, er
 		return APIUserToken{}, ErrAPIUserNotFound
 	}
 	if err != nil {
-		return APIUserToken{}, fmt.Errorf("store: read API user token: %w", err)
+		return APIUserToken{}, fmt.Errorf("%w: read API user token: %w", ErrDatabase, err)
 	}
 	if accessEnc != nil {
 		if v.AccessToken, err = s.openAPIUser(name, columnAccessToken, *tokenKeyID, accessEnc); err != nil {

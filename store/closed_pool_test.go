@@ -48,6 +48,7 @@ func TestDatabaseFailureIsUnavailable(t *testing.T) {
 		"CreateAPIUser": func(c context.Context) error { _, err := s.CreateAPIUser(c, newUser("down")); return err },
 		"ListAPIUsers":  func(c context.Context) error { _, err := s.ListAPIUsers(c); return err },
 		"DeleteAPIUser": func(c context.Context) error { return s.DeleteAPIUser(c, "down") },
+		"APIUserToken":  func(c context.Context) error { _, err := s.APIUserToken(c, "down"); return err },
 		"RecordIdentityProfile": func(c context.Context) error {
 			return s.RecordIdentityProfile(c, store.IdentityProfile{Verdict: store.VerdictAccepted, SeenAt: t0})
 		},
