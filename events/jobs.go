@@ -69,6 +69,13 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[deliverArgs]) e
 			if err != nil || idle {
 				return err
 			}
+		case h.Unnumbered:
+			// Sequence first: the head gets its id (its webhook-id) before
+			// anything of this install is sent. This queues behind a batch
+			// already running, for milliseconds.
+			if err := d.st.NumberCommittedEvents(ctx); err != nil {
+				return err
+			}
 		case h.Event == nil:
 			return river.JobSnooze(max(h.Wait.Sub(now), 50*time.Millisecond))
 		default:

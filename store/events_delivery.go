@@ -23,21 +23,26 @@ type Head struct {
 	Wait time.Time
 	// Idle: the install has no undelivered event.
 	Idle bool
+	// Unnumbered: the head is committed but has no id yet; number it
+	// (NumberEvents) and look again. Its successors wait behind it.
+	Unnumbered bool
 }
 
-// LeaseHeadEvent finds the install's oldest pending event and, if it is due
-// and nobody else is delivering it, leases it until now+lease. Only the
-// head can be leased, so an install's events are delivered in id order: a
-// later one waits until the earlier one is delivered or given up.
+// LeaseHeadEvent finds the install's oldest pending event (by staging,
+// which for one install is commit order and id order) and, if it is
+// numbered, due and nobody else is delivering it, leases it until
+// now+lease. Only the head can be leased, so an install's events are
+// delivered in id order: a later one waits until the earlier one is
+// delivered or given up.
 func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Time, lease time.Duration) (Head, error) {
 	now = pgTime(now)
 	var h Head
 	err := s.retry(ctx, func() error {
 		h = Head{}
 		return s.inTx(ctx, func(tx pgx.Tx) error {
-			rows, _ := tx.Query(ctx, `SELECT `+lifecycleEventColumns+` FROM install_events_out
+			rows, _ := tx.Query(ctx, `SELECT `+lifecycleEventColumns+` FROM install_events_out e
 				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending'
-				ORDER BY id LIMIT 1 FOR UPDATE`, key.IrisAppID, key.AccountID)
+				ORDER BY staging LIMIT 1 FOR UPDATE`, key.IrisAppID, key.AccountID)
 			ev, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[LifecycleEvent])
 			if errors.Is(err, pgx.ErrNoRows) {
 				h.Idle = true
@@ -45,6 +50,10 @@ func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Tim
 			}
 			if err != nil {
 				return err
+			}
+			if ev.Seq == 0 { // committed, not numbered yet: it has no webhook-id
+				h.Unnumbered = true
+				return nil
 			}
 			if ev.LeasedUntil != nil && ev.LeasedUntil.After(now) {
 				h.Wait = *ev.LeasedUntil
@@ -206,9 +215,10 @@ func (s *Store) PendingEventInstalls(ctx context.Context, now time.Time, limit i
 func (s *Store) DeleteEventsBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
 	var n int64
 	err := s.retry(ctx, func() error {
-		tag, err := s.pool.Exec(ctx, `DELETE FROM install_events_out WHERE id IN (
-			SELECT id FROM install_events_out WHERE occurred_at < $1 AND delivery_state <> 'pending'
-			ORDER BY id LIMIT $2)`, pgTime(cutoff), limit)
+		tag, err := s.pool.Exec(ctx, `DELETE FROM install_events_out WHERE staging IN (
+			SELECT staging FROM install_events_out WHERE occurred_at < $1 AND delivery_state <> 'pending'
+				AND id IS NOT NULL
+			ORDER BY staging LIMIT $2)`, pgTime(cutoff), limit)
 		n = tag.RowsAffected()
 		return err
 	})
