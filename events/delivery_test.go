@@ -50,8 +50,11 @@ func TestWebhookDeliveredSigned(t *testing.T) {
 		g.Event.AccountID != account(1) || g.Event.Status != "installed" || g.Event.OccurredAt == "" {
 		t.Errorf("payload %s", g.Body)
 	}
-	if r.obs.delivered != 1 {
-		t.Errorf("delivered counted %d times", r.obs.delivered)
+	// Counted once the delivery's transaction committed, just after the
+	// state the test waited for became visible.
+	eventually(t, 5*time.Second, "the delivery counted", func() bool { n, _, _ := r.obs.counts(); return n >= 1 })
+	if n, _, _ := r.obs.counts(); n != 1 {
+		t.Errorf("delivered counted %d times", n)
 	}
 }
 
@@ -81,8 +84,8 @@ func TestWebhookRetriedAfter500AndHang(t *testing.T) {
 		}
 	}
 	ev := r.events(t)[0]
-	if ev.Attempts != 3 || r.obs.retried != 2 {
-		t.Errorf("attempts %d, retries counted %d; want 3 and 2", ev.Attempts, r.obs.retried)
+	if _, retried, _ := r.obs.counts(); ev.Attempts != 3 || retried != 2 {
+		t.Errorf("attempts %d, retries counted %d; want 3 and 2", ev.Attempts, retried)
 	}
 }
 
@@ -103,8 +106,8 @@ func TestWebhookGivenUpThenRedelivered(t *testing.T) {
 	eventually(t, 10*time.Second, "the event given up", func() bool {
 		return r.events(t)[0].DeliveryState == store.DeliveryGivenUp
 	})
-	if r.obs.givenUp != 1 {
-		t.Errorf("given up counted %d times", r.obs.givenUp)
+	if _, _, givenUp := r.obs.counts(); givenUp != 1 {
+		t.Errorf("given up counted %d times", givenUp)
 	}
 
 	recv.setAnswer(func(int) int { return http.StatusOK })

@@ -17,6 +17,10 @@ const (
 	// than at the next poll.
 	sequenceBusyWait  = 5 * time.Millisecond
 	sequenceBusyTries = 20
+	// sequenceGap: the least time between two rounds of one replica, so
+	// under load a batch gathers the commits of a few milliseconds instead
+	// of one transaction (and one WAL flush) per commit.
+	sequenceGap = 5 * time.Millisecond
 )
 
 // Sequencer gives committed events their public ids (store.NumberEvents,
@@ -54,6 +58,13 @@ func (q *Sequencer) Run(ctx context.Context) {
 		case err == nil && failing:
 			q.log.InfoContext(ctx, "numbering events again")
 			failing = false
+		}
+		gap := time.NewTimer(sequenceGap)
+		select {
+		case <-ctx.Done():
+			gap.Stop()
+			return
+		case <-gap.C:
 		}
 		select {
 		case <-ctx.Done():

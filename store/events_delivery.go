@@ -39,7 +39,8 @@ func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Tim
 	var h Head
 	err := s.retry(ctx, func() error {
 		h = Head{}
-		return s.inTx(ctx, func(tx pgx.Tx) error {
+		// Asynchronous commit: see finishDelivery.
+		return s.inAsyncTx(ctx, func(tx pgx.Tx) error {
 			rows, _ := tx.Query(ctx, `SELECT `+lifecycleEventColumns+` FROM install_events_out e
 				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending'
 				ORDER BY staging LIMIT 1 FOR UPDATE`, key.IrisAppID, key.AccountID)
@@ -81,12 +82,14 @@ func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Tim
 	return h, nil
 }
 
-// MarkEventDelivered records a 2xx for the event.
-func (s *Store) MarkEventDelivered(ctx context.Context, seq int64, at time.Time) error {
-	return s.execEvent(ctx, "mark event delivered", `UPDATE install_events_out SET
+const markDeliveredSQL = `UPDATE install_events_out SET
 		delivery_state = 'delivered', delivered_at = $2, attempts = attempts + 1,
 		leased_until = NULL, next_attempt_at = NULL, last_error = NULL
-		WHERE id = $1 AND delivery_state = 'pending'`, seq, pgTime(at))
+		WHERE id = $1 AND delivery_state = 'pending'`
+
+// MarkEventDelivered records a 2xx for the event.
+func (s *Store) MarkEventDelivered(ctx context.Context, seq int64, at time.Time) error {
+	return s.execEvent(ctx, "mark event delivered", markDeliveredSQL, seq, pgTime(at))
 }
 
 // MarkEventFailed records a failed attempt: the next one is due at next.
@@ -124,17 +127,40 @@ func (s *Store) execEvent(ctx context.Context, what, sql string, args ...any) er
 // of: no event is left without a job. idle is false when an event is
 // pending; fn then did not run.
 func (s *Store) FinishIfIdle(ctx context.Context, key InstallKey, fn func(tx pgx.Tx) error) (idle bool, err error) {
+	return s.finishDelivery(ctx, key, 0, time.Time{}, fn)
+}
+
+// MarkDeliveredFinishIfIdle is MarkEventDelivered and FinishIfIdle in one
+// transaction: after the last pending event of an install (a first
+// install's only one) the job ends with one commit instead of two.
+func (s *Store) MarkDeliveredFinishIfIdle(ctx context.Context, key InstallKey, seq int64, at time.Time, fn func(tx pgx.Tx) error) (idle bool, err error) {
+	return s.finishDelivery(ctx, key, seq, at, fn)
+}
+
+// finishDelivery marks event seq delivered (unless seq is 0) and runs fn
+// if nothing of key is left pending.
+//
+// Its commit is asynchronous (synchronous_commit off), as is the lease's:
+// a Postgres crash may lose the last few hundred milliseconds of them,
+// which only sends those events again with the same webhook-id (delivery
+// is at least once) or runs a job again that then finds nothing to do. It
+// saves a WAL flush per delivery that the callbacks' commits would wait
+// behind. Events and their ids are never written this way.
+func (s *Store) finishDelivery(ctx context.Context, key InstallKey, seq int64, at time.Time, fn func(tx pgx.Tx) error) (idle bool, err error) {
 	err = s.retry(ctx, func() error {
 		idle = false
-		return s.inTx(ctx, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT 1 FROM installs WHERE iris_app_id = $1 AND account_id = $2 FOR SHARE`,
-				key.IrisAppID, key.AccountID); err != nil {
-				return err
+		return s.inAsyncTx(ctx, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			if seq != 0 {
+				b.Queue(markDeliveredSQL, seq, pgTime(at))
 			}
+			b.Queue(`SELECT 1 FROM installs WHERE iris_app_id = $1 AND account_id = $2 FOR SHARE`,
+				key.IrisAppID, key.AccountID)
 			var pending bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM install_events_out
+			b.Queue(`SELECT EXISTS (SELECT 1 FROM install_events_out
 				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending')`,
-				key.IrisAppID, key.AccountID).Scan(&pending); err != nil {
+				key.IrisAppID, key.AccountID).QueryRow(func(r pgx.Row) error { return r.Scan(&pending) })
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
 				return err
 			}
 			if pending {
@@ -148,6 +174,17 @@ func (s *Store) FinishIfIdle(ctx context.Context, key InstallKey, fn func(tx pgx
 		return false, fmt.Errorf("store: finish event delivery: %w", err)
 	}
 	return idle, nil
+}
+
+// inAsyncTx is inTx with an asynchronous commit, for delivery bookkeeping
+// only (see finishDelivery).
+func (s *Store) inAsyncTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
 }
 
 // RedeliverEvent queues a delivered, given-up or never-delivered event for
