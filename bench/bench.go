@@ -63,7 +63,7 @@ var (
 		tokenConns: 64, ingestConns: 16, ingestCallbacks: 30_000, stampede: 1000,
 		scaleRows: 1_000_000, listMeasure: 5 * time.Second, rssLoad: 5 * time.Second,
 		identityKinds:   []string{"RS256", "ES256", "EdDSA"},
-		eventsCallbacks: 20_000,
+		eventsCallbacks: 25_000,
 	}
 	quickScale = scale{
 		warmup: 100 * time.Millisecond, measure: 400 * time.Millisecond,

@@ -20,7 +20,7 @@ const (
 	// sequenceGap: the least time between two rounds of one replica, so
 	// under load a batch gathers the commits of a few milliseconds instead
 	// of one transaction (and one WAL flush) per commit.
-	sequenceGap = 5 * time.Millisecond
+	sequenceGap = 20 * time.Millisecond
 )
 
 // Sequencer gives committed events their public ids (store.NumberEvents,
