@@ -55,6 +55,7 @@ type scale struct {
 	listMeasure     time.Duration
 	rssLoad         time.Duration
 	identityKinds   []string
+	eventsCallbacks int // pre-signed first installs per events run
 }
 
 var (
@@ -62,13 +63,15 @@ var (
 		warmup: 2 * time.Second, measure: 10 * time.Second,
 		tokenConns: 64, ingestConns: 16, ingestCallbacks: 30_000, stampede: 1000,
 		scaleRows: 1_000_000, listMeasure: 5 * time.Second, rssLoad: 5 * time.Second,
-		identityKinds: []string{"RS256", "ES256", "EdDSA"},
+		identityKinds:   []string{"RS256", "ES256", "EdDSA"},
+		eventsCallbacks: 25_000,
 	}
 	quickScale = scale{
 		warmup: 100 * time.Millisecond, measure: 400 * time.Millisecond,
 		tokenConns: 8, ingestConns: 4, ingestCallbacks: 200, stampede: 200,
 		scaleRows: 20_000, listMeasure: 200 * time.Millisecond, rssLoad: 300 * time.Millisecond,
-		identityKinds: []string{"ES256"},
+		identityKinds:   []string{"ES256"},
+		eventsCallbacks: 300,
 	}
 )
 
@@ -185,6 +188,7 @@ func (r *runner) run(ctx context.Context) (err error) {
 		{"scale", r.scalePhase},
 		{"iris proxy", r.proxyPhase},
 		{"tracing", r.tracingPhase},
+		{"events", r.eventsPhase},
 	} {
 		if len(r.opts.Phases) > 0 && !slices.Contains(r.opts.Phases, phase.name) {
 			continue

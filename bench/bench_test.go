@@ -44,7 +44,7 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("figure %s / %s has no value", f.Area, f.Name)
 		}
 	}
-	if diff := cmp.Diff([]string{"Identity", "Cached token", "Install ingest", "Stampede", "Scale", "IRIS proxy", "Tracing"}, areas); diff != "" {
+	if diff := cmp.Diff([]string{"Identity", "Cached token", "Install ingest", "Stampede", "Scale", "IRIS proxy", "Tracing", "Events"}, areas); diff != "" {
 		t.Errorf("areas (-want +got):\n%s", diff)
 	}
 	for name, want := range map[string]string{

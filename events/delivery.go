@@ -32,6 +32,11 @@ const (
 	retentionInterval = time.Hour
 	retentionBatch    = 5000
 	deliveryWorkers   = 16
+	// fetchCooldown: River fetches at most this often, and each fetch takes
+	// at most deliveryWorkers jobs, so it bounds deliveries per second
+	// (River's default 100 ms would cap them near 160/s: most jobs are one
+	// event each, of a first install).
+	fetchCooldown = 5 * time.Millisecond
 )
 
 // DefaultBackoff is the wait after the n-th failed attempt (n >= 1):
@@ -134,6 +139,9 @@ func New(cfg Config) (*Deliverer, error) {
 	if d.cfg.DrainBudget == 0 {
 		d.cfg.DrainBudget = drainBudget
 	}
+	if d.cfg.FetchPollInterval != 0 {
+		d.cfg.FetchPollInterval = max(d.cfg.FetchPollInterval, fetchCooldown)
+	}
 	jobTimeout := d.cfg.DrainBudget + d.cfg.Lease
 	if d.cfg.RescueAfter == 0 {
 		d.cfg.RescueAfter = jobTimeout + 30*time.Second
@@ -179,7 +187,8 @@ func New(cfg Config) (*Deliverer, error) {
 		JobTimeout:           jobTimeout,
 		RescueStuckJobsAfter: d.cfg.RescueAfter,
 		PollOnly:             cfg.PollOnly,
-		FetchPollInterval:    cfg.FetchPollInterval,
+		FetchCooldown:        fetchCooldown,
+		FetchPollInterval:    d.cfg.FetchPollInterval,
 		Logger:               riverLog,
 		MaxAttempts:          1000,
 	})

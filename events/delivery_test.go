@@ -51,8 +51,11 @@ func TestWebhookDeliveredSigned(t *testing.T) {
 		g.Event.AccountID != account(1) || g.Event.Status != "installed" || g.Event.OccurredAt == "" {
 		t.Errorf("payload %s", g.Body)
 	}
-	if r.obs.delivered != 1 {
-		t.Errorf("delivered counted %d times", r.obs.delivered)
+	// Counted once the delivery's transaction committed, just after the
+	// state the test waited for became visible.
+	testkit.WaitForWithin(t, 5*time.Second, "the delivery counted", func() bool { n, _, _ := r.obs.counts(); return n >= 1 })
+	if n, _, _ := r.obs.counts(); n != 1 {
+		t.Errorf("delivered counted %d times", n)
 	}
 }
 
@@ -82,8 +85,8 @@ func TestWebhookRetriedAfter500AndHang(t *testing.T) {
 		}
 	}
 	ev := r.events(t)[0]
-	if ev.Attempts != 3 || r.obs.retried != 2 {
-		t.Errorf("attempts %d, retries counted %d; want 3 and 2", ev.Attempts, r.obs.retried)
+	if _, retried, _ := r.obs.counts(); ev.Attempts != 3 || retried != 2 {
+		t.Errorf("attempts %d, retries counted %d; want 3 and 2", ev.Attempts, retried)
 	}
 }
 
@@ -104,8 +107,8 @@ func TestWebhookGivenUpThenRedelivered(t *testing.T) {
 	testkit.WaitFor(t, "the event given up", func() bool {
 		return r.events(t)[0].DeliveryState == store.DeliveryGivenUp
 	})
-	if r.obs.givenUp != 1 {
-		t.Errorf("given up counted %d times", r.obs.givenUp)
+	if _, _, givenUp := r.obs.counts(); givenUp != 1 {
+		t.Errorf("given up counted %d times", givenUp)
 	}
 
 	recv.setAnswer(func(int) int { return http.StatusOK })
@@ -178,4 +181,60 @@ func checkOrderAndDuplicates(t *testing.T, got []received) int {
 		}
 	}
 	return len(delivered)
+}
+
+// The delivery job sends nothing of an install before its head event has
+// its public id: while numbering fails, nothing is sent and the events stay
+// unnumbered; once it works, the job numbers them itself (no sequencer
+// runs in this rig) and delivers them in order with webhook-id = the id.
+func TestDeliveryWaitsForNumbering(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	r := newRig(t, recv.srv.URL, "", nil)
+	ctx := context.Background()
+	if _, err := r.pool.Exec(ctx, `CREATE TABLE hold (on_hold boolean NOT NULL);
+		INSERT INTO hold VALUES (true);
+		CREATE FUNCTION hold_numbering() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF (SELECT on_hold FROM hold) THEN RAISE EXCEPTION 'numbering on hold'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER hold_numbering BEFORE UPDATE OF id ON install_events_out
+			FOR EACH ROW WHEN (OLD.id IS NULL) EXECUTE FUNCTION hold_numbering()`); err != nil {
+		t.Fatal(err)
+	}
+	r.install(t, 1, "a")
+	r.uninstall(t, 1)
+	unnumbered := func() int {
+		var n int
+		if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM install_events_out WHERE id IS NULL`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Long enough for the job to run and retry at least once.
+	time.Sleep(1500 * time.Millisecond)
+	if got := recv.requests(); len(got) != 0 {
+		t.Fatalf("%d requests before the events were numbered (first webhook-id %q)", len(got), got[0].ID)
+	}
+	if n := unnumbered(); n != 2 {
+		t.Fatalf("%d unnumbered events, want 2", n)
+	}
+	if _, err := r.pool.Exec(ctx, `UPDATE hold SET on_hold = false`); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitForWithin(t, 20*time.Second, "both events delivered", func() bool { return len(recv.requests()) >= 2 })
+	got := recv.requests()
+	evs := r.events(t)
+	if len(got) != 2 || len(evs) != 2 {
+		t.Fatalf("%d requests, %d events; want 2 of each", len(got), len(evs))
+	}
+	for i, g := range got {
+		if g.ID != evs[i].ID() || !g.Verified || g.Status != http.StatusNoContent {
+			t.Errorf("request %d: webhook-id %q status %d verified %v, want event %q", i, g.ID, g.Status, g.Verified, evs[i].ID())
+		}
+	}
+	if got[0].Type != store.EventInstalled || got[1].Type != store.EventUninstalled {
+		t.Errorf("delivered %s then %s, want installed then uninstalled", got[0].Type, got[1].Type)
+	}
 }

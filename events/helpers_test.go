@@ -134,6 +134,13 @@ type countingObserver struct {
 	delivered, retried, givenUp int
 }
 
+// counts reads the tallies under the lock.
+func (o *countingObserver) counts() (delivered, retried, givenUp int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.delivered, o.retried, o.givenUp
+}
+
 func (o *countingObserver) EventDelivered(time.Duration) { o.mu.Lock(); o.delivered++; o.mu.Unlock() }
 func (o *countingObserver) EventRetried(string)          { o.mu.Lock(); o.retried++; o.mu.Unlock() }
 func (o *countingObserver) EventGivenUp()                { o.mu.Lock(); o.givenUp++; o.mu.Unlock() }

@@ -50,6 +50,10 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[deliverArgs]) e
 		return nil // webhooks were turned off since the job was queued
 	}
 	key := store.InstallKey{IrisAppID: job.Args.IrisAppID, AccountID: job.Args.AccountID}
+	complete := func(tx pgx.Tx) error {
+		_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+		return err
+	}
 	started := time.Now()
 	for {
 		if time.Since(started) > d.cfg.DrainBudget {
@@ -62,38 +66,53 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[deliverArgs]) e
 		}
 		switch {
 		case h.Idle:
-			idle, err := d.st.FinishIfIdle(ctx, key, func(tx pgx.Tx) error {
-				_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-				return err
-			})
+			idle, err := d.st.FinishIfIdle(ctx, key, complete)
 			if err != nil || idle {
+				return err
+			}
+		case h.Unnumbered:
+			// Sequence first: the head gets its id (its webhook-id) before
+			// anything of this install is sent. This queues behind a batch
+			// already running, for milliseconds.
+			if err := d.st.NumberCommittedEvents(ctx); err != nil {
 				return err
 			}
 		case h.Event == nil:
 			return river.JobSnooze(max(h.Wait.Sub(now), 50*time.Millisecond))
 		default:
-			if err := d.deliver(ctx, h.Event); err != nil {
+			// After a delivery most installs (first installs) have nothing
+			// more: record it and finish the job in one transaction.
+			idle, err := d.deliver(ctx, key, h.Event, complete)
+			if err != nil || idle {
 				return err
 			}
 		}
 	}
 }
 
-// deliver makes one attempt at ev (leased by us) and records its outcome.
-func (d *Deliverer) deliver(ctx context.Context, ev *store.LifecycleEvent) error {
+// deliver makes one attempt at ev (leased by us) and records its outcome;
+// after a 2xx it also runs complete if the install has nothing more
+// pending (idle).
+func (d *Deliverer) deliver(ctx context.Context, key store.InstallKey, ev *store.LifecycleEvent, complete func(pgx.Tx) error) (idle bool, err error) {
 	now := d.now()
 	reason := d.post(ctx, ev, now)
 	if ctx.Err() != nil {
-		return ctx.Err() // stopping: the lease lapses and the event is retried
+		return false, ctx.Err() // stopping: the lease lapses and the event is retried
 	}
 	done := d.now()
 	if reason == "" {
-		if err := d.st.MarkEventDelivered(ctx, ev.Seq, done); err != nil {
-			return err
+		idle, err := d.st.MarkDeliveredFinishIfIdle(ctx, key, ev.Seq, done, complete)
+		if err != nil {
+			return false, err
 		}
 		d.obs.EventDelivered(done.Sub(ev.OccurredAt))
-		return nil
+		return idle, nil
 	}
+	return false, d.failed(ctx, ev, reason, done)
+}
+
+// failed records a failed attempt: a retry after the backoff, or the end.
+func (d *Deliverer) failed(ctx context.Context, ev *store.LifecycleEvent, reason string, done time.Time) error {
 	failed := ev.Attempts + 1
 	if done.Sub(ev.RetrySince) >= d.cfg.MaxAge {
 		d.log.WarnContext(ctx, "event webhook given up", "event_id", ev.ID(), "type", ev.Type,

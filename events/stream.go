@@ -16,37 +16,44 @@ const (
 	pollConnected    = 5 * time.Second
 	pollDisconnected = time.Second
 	watchPage        = 1000
-	// latestPoll: how often each replica reads the latest event id, for
-	// the events no notification announces (first installs).
+	// latestPoll: how often each replica reads the latest event id, so a
+	// missed notification (or a previous release's replica numbering
+	// without one during a rolling deploy) only delays.
 	latestPoll = 250 * time.Millisecond
 )
 
-// Stream serves WatchEvents: it LISTENs for committed events and wakes
-// every watcher, which then reads what follows its last id. Ids are
-// assigned in commit order, so reading "after the last id seen" has no
-// gap and no duplicate.
+// Stream serves WatchEvents: it runs the replica's Sequencer, LISTENs for
+// the batches of newly numbered events (any replica's) and wakes every
+// watcher, which then reads what follows its last id. Ids are assigned in
+// commit order and readers see numbered events only, so reading "after the
+// last id seen" has no gap and no duplicate.
 type Stream struct {
 	st        *store.Store
 	directURL string
 	log       *slog.Logger
 	connected atomic.Bool
+	seq       *Sequencer
 
 	mu   sync.Mutex
 	wake chan struct{} // closed and replaced on each notification
 }
 
 // NewStream returns a Stream reading st and listening on directURL
-// (DATABASE_DIRECT_URL). Run must be running for prompt delivery; without
-// it watchers still poll.
+// (DATABASE_DIRECT_URL). Run must be running for prompt numbering and
+// delivery; without it watchers still poll (and every read numbers what
+// is committed first).
 func NewStream(st *store.Store, directURL string, logger *slog.Logger) *Stream {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Stream{st: st, directURL: directURL, log: logger, wake: make(chan struct{})}
+	s := &Stream{st: st, directURL: directURL, log: logger, wake: make(chan struct{})}
+	s.seq = NewSequencer(st, logger, s.notify)
+	return s
 }
 
-// Run listens, and polls the latest id, until ctx ends.
+// Run numbers events, listens, and polls the latest id, until ctx ends.
 func (s *Stream) Run(ctx context.Context) error {
+	go s.seq.Run(ctx)
 	go s.pollLatest(ctx)
 	return store.ListenEventWrites(ctx, s.directURL, s.log, s.notify, func(ok bool) {
 		s.connected.Store(ok)

@@ -93,6 +93,38 @@ func TestWatchResumeAndPromptness(t *testing.T) {
 	}
 }
 
+// An event committed on another replica (whose sequencer does not run)
+// reaches this replica's watcher within a second: this replica's sequencer
+// finds it by polling, numbers it and wakes the watcher.
+func TestWatchSeesOtherReplicasEvents(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.NewDatabase(t)
+	here := newRig(t, "", dbURL, nil)
+	there := newRig(t, "", dbURL, nil)
+	s := events.NewStream(here.st, dbURL, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Run(ctx) }()
+	got := make(chan store.LifecycleEvent, 10)
+	go func() {
+		_ = s.Watch(ctx, 0, func(ev store.LifecycleEvent) error { got <- ev; return nil })
+	}()
+	time.Sleep(200 * time.Millisecond) // the watcher is waiting
+	for i := range 3 {
+		start := time.Now()
+		there.install(t, i, "a")
+		select {
+		case ev := <-got:
+			t.Logf("event from the other replica arrived %s after its callback began", time.Since(start))
+			if ev.AccountID != account(i) {
+				t.Errorf("got %s for %s, want %s", ev.ID(), ev.AccountID, account(i))
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("event %d from the other replica not within 1 s", i)
+		}
+	}
+}
+
 func equal(a, b []string) bool {
 	if len(a) != len(b) {
 		return false

@@ -23,21 +23,27 @@ type Head struct {
 	Wait time.Time
 	// Idle: the install has no undelivered event.
 	Idle bool
+	// Unnumbered: the head is committed but has no id yet; number it
+	// (NumberEvents) and look again. Its successors wait behind it.
+	Unnumbered bool
 }
 
-// LeaseHeadEvent finds the install's oldest pending event and, if it is due
-// and nobody else is delivering it, leases it until now+lease. Only the
-// head can be leased, so an install's events are delivered in id order: a
-// later one waits until the earlier one is delivered or given up.
+// LeaseHeadEvent finds the install's oldest pending event (by staging,
+// which for one install is commit order and id order) and, if it is
+// numbered, due and nobody else is delivering it, leases it until
+// now+lease. Only the head can be leased, so an install's events are
+// delivered in id order: a later one waits until the earlier one is
+// delivered or given up.
 func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Time, lease time.Duration) (Head, error) {
 	now = pgTime(now)
 	var h Head
 	err := s.retry(ctx, func() error {
 		h = Head{}
-		return s.inTx(ctx, func(tx pgx.Tx) error {
-			rows, _ := tx.Query(ctx, `SELECT `+lifecycleEventColumns+` FROM install_events_out
+		// Asynchronous commit: see finishDelivery.
+		return s.inAsyncTx(ctx, func(tx pgx.Tx) error {
+			rows, _ := tx.Query(ctx, `SELECT `+lifecycleEventColumns+` FROM install_events_out e
 				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending'
-				ORDER BY id LIMIT 1 FOR UPDATE`, key.IrisAppID, key.AccountID)
+				ORDER BY staging LIMIT 1 FOR UPDATE`, key.IrisAppID, key.AccountID)
 			ev, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[LifecycleEvent])
 			if errors.Is(err, pgx.ErrNoRows) {
 				h.Idle = true
@@ -45,6 +51,10 @@ func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Tim
 			}
 			if err != nil {
 				return err
+			}
+			if ev.Seq == 0 { // committed, not numbered yet: it has no webhook-id
+				h.Unnumbered = true
+				return nil
 			}
 			if ev.LeasedUntil != nil && ev.LeasedUntil.After(now) {
 				h.Wait = *ev.LeasedUntil
@@ -72,12 +82,14 @@ func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Tim
 	return h, nil
 }
 
-// MarkEventDelivered records a 2xx for the event.
-func (s *Store) MarkEventDelivered(ctx context.Context, seq int64, at time.Time) error {
-	return s.execEvent(ctx, "mark event delivered", `UPDATE install_events_out SET
+const markDeliveredSQL = `UPDATE install_events_out SET
 		delivery_state = 'delivered', delivered_at = $2, attempts = attempts + 1,
 		leased_until = NULL, next_attempt_at = NULL, last_error = NULL
-		WHERE id = $1 AND delivery_state = 'pending'`, seq, pgTime(at))
+		WHERE id = $1 AND delivery_state = 'pending'`
+
+// MarkEventDelivered records a 2xx for the event.
+func (s *Store) MarkEventDelivered(ctx context.Context, seq int64, at time.Time) error {
+	return s.execEvent(ctx, "mark event delivered", markDeliveredSQL, seq, pgTime(at))
 }
 
 // MarkEventFailed records a failed attempt: the next one is due at next.
@@ -115,17 +127,40 @@ func (s *Store) execEvent(ctx context.Context, what, sql string, args ...any) er
 // of: no event is left without a job. idle is false when an event is
 // pending; fn then did not run.
 func (s *Store) FinishIfIdle(ctx context.Context, key InstallKey, fn func(tx pgx.Tx) error) (idle bool, err error) {
+	return s.finishDelivery(ctx, key, 0, time.Time{}, fn)
+}
+
+// MarkDeliveredFinishIfIdle is MarkEventDelivered and FinishIfIdle in one
+// transaction: after the last pending event of an install (a first
+// install's only one) the job ends with one commit instead of two.
+func (s *Store) MarkDeliveredFinishIfIdle(ctx context.Context, key InstallKey, seq int64, at time.Time, fn func(tx pgx.Tx) error) (idle bool, err error) {
+	return s.finishDelivery(ctx, key, seq, at, fn)
+}
+
+// finishDelivery marks event seq delivered (unless seq is 0) and runs fn
+// if nothing of key is left pending.
+//
+// Its commit is asynchronous (synchronous_commit off), as is the lease's:
+// a Postgres crash may lose the last few hundred milliseconds of them,
+// which only sends those events again with the same webhook-id (delivery
+// is at least once) or runs a job again that then finds nothing to do. It
+// saves a WAL flush per delivery that the callbacks' commits would wait
+// behind. Events and their ids are never written this way.
+func (s *Store) finishDelivery(ctx context.Context, key InstallKey, seq int64, at time.Time, fn func(tx pgx.Tx) error) (idle bool, err error) {
 	err = s.retry(ctx, func() error {
 		idle = false
-		return s.inTx(ctx, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT 1 FROM installs WHERE iris_app_id = $1 AND account_id = $2 FOR SHARE`,
-				key.IrisAppID, key.AccountID); err != nil {
-				return err
+		return s.inAsyncTx(ctx, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			if seq != 0 {
+				b.Queue(markDeliveredSQL, seq, pgTime(at))
 			}
+			b.Queue(`SELECT 1 FROM installs WHERE iris_app_id = $1 AND account_id = $2 FOR SHARE`,
+				key.IrisAppID, key.AccountID)
 			var pending bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM install_events_out
+			b.Queue(`SELECT EXISTS (SELECT 1 FROM install_events_out
 				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending')`,
-				key.IrisAppID, key.AccountID).Scan(&pending); err != nil {
+				key.IrisAppID, key.AccountID).QueryRow(func(r pgx.Row) error { return r.Scan(&pending) })
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
 				return err
 			}
 			if pending {
@@ -139,6 +174,17 @@ func (s *Store) FinishIfIdle(ctx context.Context, key InstallKey, fn func(tx pgx
 		return false, fmt.Errorf("store: finish event delivery: %w", err)
 	}
 	return idle, nil
+}
+
+// inAsyncTx is inTx with an asynchronous commit, for delivery bookkeeping
+// only (see finishDelivery).
+func (s *Store) inAsyncTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
 }
 
 // RedeliverEvent queues a delivered, given-up or never-delivered event for
@@ -206,9 +252,10 @@ func (s *Store) PendingEventInstalls(ctx context.Context, now time.Time, limit i
 func (s *Store) DeleteEventsBefore(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
 	var n int64
 	err := s.retry(ctx, func() error {
-		tag, err := s.pool.Exec(ctx, `DELETE FROM install_events_out WHERE id IN (
-			SELECT id FROM install_events_out WHERE occurred_at < $1 AND delivery_state <> 'pending'
-			ORDER BY id LIMIT $2)`, pgTime(cutoff), limit)
+		tag, err := s.pool.Exec(ctx, `DELETE FROM install_events_out WHERE staging IN (
+			SELECT staging FROM install_events_out WHERE occurred_at < $1 AND delivery_state <> 'pending'
+				AND id IS NOT NULL
+			ORDER BY staging LIMIT $2)`, pgTime(cutoff), limit)
 		n = tag.RowsAffected()
 		return err
 	})

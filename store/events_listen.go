@@ -11,16 +11,17 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ListenEventWrites LISTENs for ChannelInstallChanged, which every event
-// but a first install's comes with, on a dedicated connection to directURL (DATABASE_DIRECT_URL: a transaction pooler
-// cannot LISTEN) and calls onWrite for each notification. connected(true)
-// is called once LISTEN is in effect, connected(false) when the connection
-// is lost; it reconnects with jittered backoff until ctx ends, when it
-// returns nil. Callbacks run on its goroutine and must be quick.
 // EventsListenApplicationName is the application_name of
 // ListenEventWrites's connection.
 const EventsListenApplicationName = "irisx-broker-events"
 
+// ListenEventWrites LISTENs for ChannelEventsNumbered, which the sequencer
+// sends once per batch of newly numbered events, on a dedicated connection
+// to directURL (DATABASE_DIRECT_URL: a transaction pooler cannot LISTEN)
+// and calls onWrite for each notification. connected(true) is called once
+// LISTEN is in effect, connected(false) when the connection is lost; it
+// reconnects with jittered backoff until ctx ends, when it returns nil.
+// Callbacks run on its goroutine and must be quick.
 func ListenEventWrites(ctx context.Context, directURL string, logger *slog.Logger, onWrite func(), connected func(bool)) error {
 	// Read as the pool reads it, so pool_* settings in the URL are not sent
 	// to Postgres as session parameters (which it refuses).
@@ -63,7 +64,7 @@ func listenEventsOnce(ctx context.Context, cfg *pgx.ConnConfig, onWrite func(), 
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChannelInstallChanged}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChannelEventsNumbered}.Sanitize()); err != nil {
 		return false, fmt.Errorf("listen: %w", err)
 	}
 	connected(true)

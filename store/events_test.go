@@ -121,9 +121,9 @@ func TestLifecycleEventWriteFailureRollsBackTheChange(t *testing.T) {
 	}
 }
 
-// Two store instances (two replicas) interleaving commits: ids sort in
-// commit order, so a reader polling "after the last id seen" never misses
-// an event: what it collects equals the table.
+// Two store instances (two replicas) interleaving commits, each running
+// its sequencer: ids sort in commit order, so a reader polling "after the
+// last id seen" never misses an event: what it collects equals the table.
 func TestLifecycleEventIDsSortInCommitOrder(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -131,8 +131,8 @@ func TestLifecycleEventIDsSortInCommitOrder(t *testing.T) {
 		store.New(e.pool, e.keys),
 		store.New(e.pool, e.keys),
 	}
-	// The enqueuer sleeps inside the transaction, before the id is drawn,
-	// so transactions overlap heavily.
+	// The enqueuer sleeps inside the transaction, before the event row is
+	// written, so transactions overlap heavily.
 	for i, r := range replicas {
 		r.SetEventEnqueuer(func(ctx context.Context, tx pgx.Tx, _ store.InstallKey) error {
 			time.Sleep(time.Duration(i+1) * time.Millisecond)
@@ -141,18 +141,42 @@ func TestLifecycleEventIDsSortInCommitOrder(t *testing.T) {
 	}
 	const perReplica = 40
 	c := testkit.Context(t)
-	// A pause after the id is drawn and before the commit, as a slow WAL
-	// flush makes: with ids from a plain sequence, a larger id would then
-	// often commit (and be read) before a smaller one.
+	// Pauses before the commit, as a slow WAL flush makes: after a writer
+	// drew its staging number, and after a sequencer batch drew its ids.
+	// Ids drawn by a plain sequence in the writer would then often commit
+	// (and be read) before a smaller one.
 	if _, err := e.pool.Exec(c, `CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
 		$$ BEGIN PERFORM pg_sleep(random() * 0.01); RETURN NULL; END $$;
-		CREATE TRIGGER slow_commit AFTER INSERT ON install_events_out FOR EACH ROW EXECUTE FUNCTION slow_commit()`); err != nil {
+		CREATE TRIGGER slow_commit AFTER INSERT ON install_events_out FOR EACH ROW EXECUTE FUNCTION slow_commit();
+		CREATE TRIGGER slow_batch AFTER UPDATE ON install_events_out FOR EACH STATEMENT EXECUTE FUNCTION slow_commit()`); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
 	var seen []int64
 	var readErr error
 	var rwg sync.WaitGroup
+	batches := make([]int, len(replicas))
+	for i, r := range replicas { // each replica's sequencer, polling hard
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := r.NumberEvents(c, false)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res.Count > 0 {
+					batches[i]++
+				}
+			}
+		}()
+	}
 	rwg.Add(1)
 	go func() { // a reader paging by the last id seen, as WatchEvents does
 		defer rwg.Done()
@@ -201,6 +225,7 @@ func TestLifecycleEventIDsSortInCommitOrder(t *testing.T) {
 	if readErr != nil {
 		t.Fatal(readErr)
 	}
+	t.Logf("batches by replica: %v", batches)
 	if len(seen) != 2*perReplica {
 		t.Fatalf("reader saw %d events, want %d (a smaller id committed after a larger one was read)", len(seen), 2*perReplica)
 	}

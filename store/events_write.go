@@ -16,10 +16,6 @@ const (
 	EventCredentialsRejected = "install.credentials_rejected"
 )
 
-// eventsLock is the transaction-level advisory lock that orders event ids
-// by commit ("irisxevt" in ASCII).
-const eventsLock int64 = 0x6972697378657674
-
 // EventEnqueuer is called inside the transaction that writes an event of
 // the install key, before the event row: the events package inserts the
 // install's delivery job there (River's InsertTx), so the job exists
@@ -38,25 +34,15 @@ func WithEventObserver(fn func(eventType string)) Option {
 	return func(s *Store) { s.eventWritten = fn }
 }
 
-// writeEventSQL assigns the id under eventsLock, which the transaction
-// holds until it ends: a transaction taking the lock after us waits for
-// our commit, so it draws a larger id and commits later. Plain nextval
-// would not do: two transactions can commit in the opposite order of their
-// nextval calls, and a reader that saw the larger id could later miss the
-// smaller one. The lock is the last thing the transaction takes, so it is
-// held only for this statement, the NOTIFY and the commit.
-//
-// No NOTIFY of its own: a NOTIFY serialises commits on Postgres's notify
-// queue as well, which measured more than halved the rate of first
-// installs. Watchers learn of events from ChannelInstallChanged (sent by
-// every change but a first install) and a cheap per-replica poll of the
-// latest id (see events.Stream).
-const writeEventSQL = `WITH l AS (SELECT pg_advisory_xact_lock($1))
-	INSERT INTO install_events_out
-		(id, type, iris_app_id, account_id, status, occurred_at, retry_since, delivery_state, next_attempt_at)
-	SELECT nextval('install_events_out_id_seq'), $2, $3, $4, $5, clock_timestamp(), clock_timestamp(), $6::text,
-		CASE WHEN $6::text = 'pending' THEN clock_timestamp() END
-	FROM l`
+// writeEventSQL inserts the event with a staging number (the column's
+// default, a plain sequence) and no public id: no lock is taken, so
+// event-writing transactions commit in parallel. The sequencer
+// (events_sequence.go) numbers it once it is committed; until then no
+// reader sees it.
+const writeEventSQL = `INSERT INTO install_events_out
+		(type, iris_app_id, account_id, status, occurred_at, retry_since, delivery_state, next_attempt_at)
+	VALUES ($1, $2, $3, $4, clock_timestamp(), clock_timestamp(), $5::text,
+		CASE WHEN $5::text = 'pending' THEN clock_timestamp() END)`
 
 // writeEvent records an event of key in tx, enqueuing its delivery when a
 // webhook is configured. It must be the last write of tx before commit.
@@ -68,19 +54,33 @@ func (s *Store) writeEvent(ctx context.Context, tx pgx.Tx, key InstallKey, typ s
 			return fmt.Errorf("enqueue event delivery: %w", err)
 		}
 	}
-	if _, err := tx.Exec(ctx, writeEventSQL, eventsLock, typ, key.IrisAppID, key.AccountID,
+	if _, err := tx.Exec(ctx, writeEventSQL, typ, key.IrisAppID, key.AccountID,
 		string(status), state); err != nil {
 		return fmt.Errorf("write event: %w", err)
 	}
 	return nil
 }
 
-// eventCommitted tells the observer, once the transaction committed.
+// eventCommitted tells the observer, once the transaction committed, and
+// nudges the sequencer of this process (EventsCommitted).
 func (s *Store) eventCommitted(typ string) {
-	if s.eventWritten != nil && typ != "" {
+	if typ == "" {
+		return
+	}
+	if s.eventWritten != nil {
 		s.eventWritten(typ)
 	}
+	select {
+	case s.eventNudge <- struct{}{}:
+	default: // a nudge is already waiting; it covers this commit too
+	}
 }
+
+// EventsCommitted receives after a transaction of this Store that wrote
+// an event commits, so the process's sequencer numbers it at once rather
+// than at its next poll. Nudges coalesce: one receive may stand for many
+// commits.
+func (s *Store) EventsCommitted() <-chan struct{} { return s.eventNudge }
 
 // eventTypeOf is the event an applied change makes: none for a change
 // that is not one of the contract's lifecycle events.

@@ -85,6 +85,7 @@ type Store struct {
 	// enqueue and eventWritten: see SetEventEnqueuer, WithEventObserver.
 	enqueue      EventEnqueuer
 	eventWritten func(eventType string)
+	eventNudge   chan struct{} // see EventsCommitted
 }
 
 // Option configures a Store.
@@ -100,7 +101,7 @@ func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.logger = l } 
 // New returns a Store over pool that seals secrets with keys.
 func New(pool *pgxpool.Pool, keys *crypto.Keyring, opts ...Option) *Store {
 	s := &Store{pool: pool, keys: keys, now: time.Now, logger: slog.New(slog.DiscardHandler),
-		maxConns: int(pool.Config().MaxConns)}
+		maxConns: int(pool.Config().MaxConns), eventNudge: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
 	}
