@@ -218,6 +218,10 @@ func methodNotes(sc scale) []string {
 			"spread round-robin over the three instances while the simulator's /token answers after %v. The simulator "+
 			"counts /token calls by grant during the stampede and every spent refresh token presented again "+
 			"(which would revoke the user's chain).", replicaMemory, sc.stampede, stampedeLatency),
+		fmt.Sprintf("API-key stampede: one API key registered with `CreateApiKey` (admin token, first instance) and "+
+			"added to the simulator (`AddAPIKey`), no token yet; then %d concurrent cold `GetApiKeyToken` calls, each on "+
+			"its own connection, spread round-robin over the three instances while the simulator's /token/v2 answers "+
+			"after %v. The simulator counts the /token/v2 calls for the key's client id.", sc.stampede, stampedeLatency),
 		fmt.Sprintf("Scale: %d installs bulk-loaded with `INSERT ... SELECT generate_series` (random ciphertext bytes "+
 			"under the primary key id; listing never opens them), then VACUUM ANALYZE. The late page (the middle of the "+
 			"table) is reached by walking the page tokens (%d-row pages, then %d-row pages) and checked against `OFFSET` in "+

@@ -20,8 +20,8 @@ const stampedeLatency = 200 * time.Millisecond
 // stampedePhase sends n concurrent cold GetToken calls for one install to
 // one broker, then to three brokers on the same database, then n
 // concurrent GetApiUserToken calls for one API user whose token needs a
-// refresh to the three brokers, and counts the upstream calls at the
-// simulator.
+// refresh, then n cold GetApiKeyToken calls for one API key, both to the
+// three brokers, and counts the upstream calls at the simulator.
 func (r *runner) stampedePhase(ctx context.Context) (err error) {
 	const area = "Stampede"
 	n := r.sc.stampede
@@ -77,6 +77,17 @@ func (r *runner) stampedePhase(ctx context.Context) (err error) {
 	upstream, answers := au.figures(n)
 	r.report.add(upstream)
 	r.report.add(answers)
+	r.report.add(Figure{Area: area, Name: fmt.Sprintf("upstream mints, %d cold callers over 3 instances, API user (/token refresh)", n),
+		Value: fmt.Sprintf("%d refresh(es) for 1 API user", au.Refresh+au.Password), Baseline: "1 API user",
+		Ratio: fmt.Sprintf("%d", au.Refresh+au.Password), Target: "1", Pass: pass(au.Refresh+au.Password == 1)})
+
+	keyMints, err := r.apiKeyStampede(ctx, append([]*harness.Child{r.primary}, children...), n)
+	if err != nil {
+		return err
+	}
+	r.report.add(Figure{Area: area, Name: fmt.Sprintf("upstream mints, %d cold callers over 3 instances, API key (/token/v2)", n),
+		Value: fmt.Sprintf("%d mint(s) for 1 API key", keyMints), Baseline: "1 API key",
+		Ratio: fmt.Sprintf("%d", keyMints), Target: "1", Pass: pass(keyMints == 1)})
 	return nil
 }
 
