@@ -222,13 +222,21 @@ func methodNotes(sc scale) []string {
 			"added to the simulator (`AddAPIKey`), no token yet; then %d concurrent cold `GetApiKeyToken` calls, each on "+
 			"its own connection, spread round-robin over the three instances while the simulator's /token/v2 answers "+
 			"after %v. The simulator counts the /token/v2 calls for the key's client id.", sc.stampede, stampedeLatency),
-		fmt.Sprintf("Scale: %d installs bulk-loaded with `INSERT ... SELECT generate_series` (random ciphertext bytes "+
-			"under the primary key id; listing never opens them), then VACUUM ANALYZE. The late page (the middle of the "+
-			"table) is reached by walking the page tokens (%d-row pages, then %d-row pages) and checked against `OFFSET` in "+
-			"SQL; then the first page and the late page (pageSize %d, Connect protobuf) are each requested by one worker "+
-			"for %v. Start time is from exec to the first /readyz 200, with the table loaded. RSS is VmRSS from "+
+		fmt.Sprintf("Scale: %d installs bulk-loaded with `INSERT ... SELECT generate_series` in batches of 1,000,000 sorted "+
+			"by account id (random ciphertext bytes under the primary key id; listing never opens them), then VACUUM ANALYZE "+
+			"(`-list-installs` changes the count). The deep page is the middle of the table; its page token is made with "+
+			"`store.PageToken` under the bench's keyring for the row before it (found with `OFFSET` in SQL), the page's first "+
+			"and last rows are checked against `OFFSET` and its next page token against the API's own; then the first page and "+
+			"the deep page (pageSize %d, Connect protobuf) are each requested by one worker, in %d alternating runs, %v in all "+
+			"for each. Start time is from exec to the first /readyz 200, with the table loaded. RSS is VmRSS from "+
 			"/proc/PID/status: idle after start, and the peak sampled every 100 ms under %d-connection token load.",
-			sc.scaleRows, walkPageSize, listPageSize, listPageSize, sc.listMeasure, sc.tokenConns),
+			sc.listInstalls, listPageSize, listRounds, sc.listMeasure, sc.tokenConns),
+		fmt.Sprintf("Cached tokens in memory: %d installs with real credentials sealed by the bench's keyring (AES-GCM "+
+			"for each row's location, as the store seals them) COPYed into the table; a broker of its own whose token "+
+			"endpoint is a stand-in in the bench process (a fresh random %d-byte token for any credentials: the simulator "+
+			"keeps every token it issued) is asked for a token for each install by %d workers, then a second round must "+
+			"be all cache hits (`irisx_token_cache_total`) with no mint; RSS is read after it (and sampled during the fill).",
+			sc.rssInstalls, standInTokenBytes, fillWorkers),
 		"Identity: `testing.Benchmark` of `identity.Verifier.Verify` (key set loaded from the simulator; iss, aud, " +
 			"leeway and max age checked) against bare `jwt.Parse` with the right key and its default validation, for the same token.",
 		"A missed target is followed by a CPU profile: the same load against an in-process broker built from the same " +
