@@ -56,7 +56,7 @@ func TestQuickRun(t *testing.T) {
 		"200 concurrent GetApiUserToken needing a refresh, 3 instances, one database": "1 refresh_token + 0 password grant(s) at /token, 0 spent refresh token(s) reused",
 		"200 concurrent GetApiUserToken: answers":                                     "200 OK, 0 failed, 1 distinct token(s)",
 		// The token core shares the minted token fleet-wide.
-		"upstream mints, 200 cold callers over 3 instances": "1 mint(s) for 1 install",
+		"upstream mints, 200 cold callers over 3 instances":                            "1 mint(s) for 1 install",
 		"upstream mints, 200 cold callers over 3 instances, API user (/token refresh)": "1 refresh(es) for 1 API user",
 		"upstream mints, 200 cold callers over 3 instances, API key (/token/v2)":       "1 mint(s) for 1 API key",
 	} {

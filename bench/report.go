@@ -56,6 +56,9 @@ type Report struct {
 	Profiles []Profile
 	// Method says how each figure was measured.
 	Method []string
+	// Notes explain this run's figures with its own numbers, by area; the
+	// hand-written analysis explains them from profiles.
+	Notes []Detail
 }
 
 // Detail is one raw measurement line under a phase heading.
@@ -73,6 +76,11 @@ func (r *Report) add(f Figure) { r.Figures = append(r.Figures, f) }
 
 func (r *Report) detail(phase, format string, args ...any) {
 	r.Details = append(r.Details, Detail{Phase: phase, Line: fmt.Sprintf(format, args...)})
+}
+
+// note adds a paragraph explaining an area's figures in this run.
+func (r *Report) note(area, format string, args ...any) {
+	r.Notes = append(r.Notes, Detail{Phase: area, Line: fmt.Sprintf(format, args...)})
 }
 
 func (r *Report) result(phase, what string, res loadgen.Result) {
@@ -177,6 +185,22 @@ func (r *Report) WriteMarkdown(w io.Writer, analysis string) {
 			p("```")
 			p("%s", strings.TrimRight(pr.Top, "\n"))
 			p("```")
+		}
+	}
+	if len(r.Notes) > 0 {
+		p("")
+		p("## What this run's figures say")
+		p("")
+		p("Written by the generator from this run's numbers; the analysis below explains them from profiles.")
+		phase = ""
+		for _, n := range r.Notes {
+			if n.Phase != phase {
+				phase = n.Phase
+				p("")
+				p("### %s", phase)
+			}
+			p("")
+			p("%s", n.Line)
 		}
 	}
 	p("")

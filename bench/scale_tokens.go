@@ -210,6 +210,13 @@ func (r *runner) cachedTokensRSS(ctx context.Context) (err error) {
 	r.report.detail(area, "%d cached tokens: RSS %s, of which Go heap in use %s (%.0f bytes per install over the idle RSS; "+
 		"each token itself is %d bytes); the rest is heap the garbage collector has not yet returned (GOGC=100 lets the heap "+
 		"grow to twice what is live)", n, mib(after), mib(int64(heap)), float64(after-idle)/float64(n), standInTokenBytes)
+	r.report.note(area, "**%d cached tokens.** The broker's RSS went from %s idle to %s with a %d-byte token cached for each "+
+		"of %d installs (%.0f bytes per install; target %s in all), %s of it Go heap in use. The token's own bytes are %d; the "+
+		"rest per install is the token cache's entry and expiry heap, the token's scopes and type, and the response "+
+		"encodings kept for the %d most recent tokens (api/encoded.go), plus the heap the garbage collector lets grow "+
+		"to twice what is live before it collects (GOGC=100).",
+		n, mib(idle), mib(after), standInTokenBytes, n, float64(after-idle)/float64(n), mib(cachedTokensRSSTarget),
+		mib(int64(heap)), standInTokenBytes, maxEncodedTokensShown)
 	r.report.detail(area, "%d installs with credentials sealed by the bench's keyring COPYed in %v; %d GetToken calls (%d workers) "+
 		"minted %d tokens of %d bytes at the stand-in token endpoint in %v; a second round of %d calls was %d cache hits, %d mints",
 		n, loaded.Round(time.Millisecond), n, fillWorkers, mints, standInTokenBytes, fillTime.Round(time.Millisecond), n, hits, remints)
@@ -220,6 +227,10 @@ func (r *runner) cachedTokensRSS(ctx context.Context) (err error) {
 		Target:   "≤ " + mib(cachedTokensRSSTarget), Pass: pass(after <= cachedTokensRSSTarget && peak <= cachedTokensRSSTarget)})
 	return nil
 }
+
+// maxEncodedTokensShown is api's bound on kept response encodings
+// (maxEncodedTokens), for the note.
+const maxEncodedTokensShown = 4096
 
 // installCacheHits is the sample of install token cache hits on /metrics.
 const installCacheHits = `irisx_token_cache_total{kind="install",result="hit"}`

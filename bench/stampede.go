@@ -88,6 +88,12 @@ func (r *runner) stampedePhase(ctx context.Context) (err error) {
 	r.report.add(Figure{Area: area, Name: fmt.Sprintf("upstream mints, %d cold callers over 3 instances, API key (/token/v2)", n),
 		Value: fmt.Sprintf("%d mint(s) for 1 API key", keyMints), Baseline: "1 API key",
 		Ratio: fmt.Sprintf("%d", keyMints), Target: "1", Pass: pass(keyMints == 1)})
+	r.report.note(area, "%d cold callers spread over three broker processes on one database made %d /apptoken call(s) for one "+
+		"install, %d /token call(s) for one API user's refresh and %d /token/v2 call(s) for one API key. The token core "+
+		"coordinates a mint through the database: the first instance to find no usable token takes a short lease on the "+
+		"credential's row, releases its connection, calls Trackunit and commits the sealed token; the other instances and "+
+		"their callers wait for that row instead of minting (their own callers share one flight per instance).",
+		n, three, au.Refresh+au.Password, keyMints)
 	return nil
 }
 
