@@ -22,10 +22,7 @@ func (r *runner) apiKeyStampede(ctx context.Context, brokers []*harness.Child, n
 	if err := key.Register(ctx, harness.APIKeyClient(loadgen.HTTP1Client(1), brokers[0].InternalURL())); err != nil {
 		return 0, err
 	}
-	urls := make([]string, len(brokers))
-	for i, b := range brokers {
-		urls[i] = b.InternalURL()
-	}
+	urls := internalURLs(brokers)
 	r.sim.InjectFault(trackunitsim.EndpointTokenV2, trackunitsim.Fault{Latency: stampedeLatency})
 	res := harness.StampedeCalls(ctx, urls, harness.GetAPIKeyTokenPath, harness.APIKeyTokenRequestBody(key.Name), n)
 	r.sim.ClearFaults()

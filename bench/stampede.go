@@ -97,6 +97,15 @@ func (r *runner) stampedePhase(ctx context.Context) (err error) {
 	return nil
 }
 
+// internalURLs lists the brokers' internal listener URLs.
+func internalURLs(brokers []*harness.Child) []string {
+	urls := make([]string, len(brokers))
+	for i, b := range brokers {
+		urls[i] = b.InternalURL()
+	}
+	return urls
+}
+
 // withPoolSize sets pool_max_conns in a database URL.
 func withPoolSize(dbURL string, n int) (string, error) {
 	u, err := url.Parse(dbURL)
@@ -120,10 +129,7 @@ func (r *runner) stampede(ctx context.Context, brokers []*harness.Child, n int) 
 	if err := cb.PostInstalled(ctx, loadgen.HTTP1Client(1), brokers[0].PublicURL()); err != nil {
 		return 0, err
 	}
-	urls := make([]string, len(brokers))
-	for i, b := range brokers {
-		urls[i] = b.InternalURL()
-	}
+	urls := internalURLs(brokers)
 	r.sim.InjectFault(trackunitsim.EndpointAppToken, trackunitsim.Fault{Latency: stampedeLatency})
 	res := harness.Stampede(ctx, urls, harness.App, cb.AccountID, n)
 	r.sim.ClearFaults()

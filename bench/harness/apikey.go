@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 
@@ -18,11 +17,9 @@ import (
 const GetAPIKeyTokenPath = "/irisx.broker.v1.TokenService/GetApiKeyToken"
 
 // APIKeyTokenRequestBody is the Connect-JSON body of GetApiKeyToken for the
-// API key registered as name, all of its scopes.
-func APIKeyTokenRequestBody(name string) []byte {
-	b, _ := json.Marshal(map[string]string{"name": name}) // strings cannot fail
-	return b
-}
+// API key registered as name, all of its scopes: the same {"name": ...}
+// object as GetApiUserToken's.
+func APIKeyTokenRequestBody(name string) []byte { return APIUserTokenRequestBody(name) }
 
 // APIKey is a Trackunit API key with fresh random credentials, known to the
 // simulator's /token/v2; Register makes it known to a broker too.
