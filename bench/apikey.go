@@ -22,10 +22,8 @@ func (r *runner) apiKeyStampede(ctx context.Context, brokers []*harness.Child, n
 	if err := key.Register(ctx, harness.APIKeyClient(loadgen.HTTP1Client(1), brokers[0].InternalURL())); err != nil {
 		return 0, err
 	}
-	urls := internalURLs(brokers)
-	r.sim.InjectFault(trackunitsim.EndpointTokenV2, trackunitsim.Fault{Latency: stampedeLatency})
-	res := harness.StampedeCalls(ctx, urls, harness.GetAPIKeyTokenPath, harness.APIKeyTokenRequestBody(key.Name), n)
-	r.sim.ClearFaults()
+	res := r.heldStampede(ctx, trackunitsim.EndpointTokenV2, brokers, harness.GetAPIKeyTokenPath,
+		harness.APIKeyTokenRequestBody(key.Name), n)
 	calls := r.sim.ClientCalls(key.ClientID)
 	r.report.detail("Stampede", "%d cold GetApiKeyToken callers over %d broker(s): %d answered 200, %d failed, %d distinct token(s), %d /token/v2 call(s)",
 		n, len(brokers), res.OK, res.Failed, res.Tokens, calls)

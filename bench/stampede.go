@@ -97,13 +97,18 @@ func (r *runner) stampedePhase(ctx context.Context) (err error) {
 	return nil
 }
 
-// internalURLs lists the brokers' internal listener URLs.
-func internalURLs(brokers []*harness.Child) []string {
+// heldStampede releases n concurrent calls of a TokenService route over
+// the brokers, round-robin, while the simulator holds every answer of
+// endpoint back by stampedeLatency, so that all callers arrive while the
+// first fetch is in flight.
+func (r *runner) heldStampede(ctx context.Context, endpoint string, brokers []*harness.Child, path string, body []byte, n int) harness.StampedeResult {
 	urls := make([]string, len(brokers))
 	for i, b := range brokers {
 		urls[i] = b.InternalURL()
 	}
-	return urls
+	r.sim.InjectFault(endpoint, trackunitsim.Fault{Latency: stampedeLatency})
+	defer r.sim.ClearFaults()
+	return harness.StampedeCalls(ctx, urls, path, body, n)
 }
 
 // withPoolSize sets pool_max_conns in a database URL.
@@ -129,10 +134,8 @@ func (r *runner) stampede(ctx context.Context, brokers []*harness.Child, n int) 
 	if err := cb.PostInstalled(ctx, loadgen.HTTP1Client(1), brokers[0].PublicURL()); err != nil {
 		return 0, err
 	}
-	urls := internalURLs(brokers)
-	r.sim.InjectFault(trackunitsim.EndpointAppToken, trackunitsim.Fault{Latency: stampedeLatency})
-	res := harness.Stampede(ctx, urls, harness.App, cb.AccountID, n)
-	r.sim.ClearFaults()
+	res := r.heldStampede(ctx, trackunitsim.EndpointAppToken, brokers, harness.GetTokenPath,
+		harness.TokenRequestBody(harness.App, cb.AccountID), n)
 	calls := r.sim.ClientCalls(cb.ClientID)
 	r.report.detail("Stampede", "%d callers over %d broker(s): %d answered 200, %d failed, %d distinct token(s), %d /apptoken call(s)",
 		n, len(brokers), res.OK, res.Failed, res.Tokens, calls)
