@@ -176,12 +176,12 @@ func decodeGetTokenRequest(data []byte, m *brokerv1.GetTokenRequest) bool {
 	}
 	if !d.peek('}') {
 		for {
-			key, ok := d.str()
+			key, ok := d.raw()
 			if !ok || !d.byte(':') {
 				return false
 			}
 			var bit uint8
-			switch key {
+			switch string(key) { // compared, not allocated
 			case "irisAppId":
 				bit = 1
 				app, ok = d.str()
@@ -254,23 +254,29 @@ func (d *plainJSON) end() bool {
 
 // str reads a string of printable ASCII other than '"' and '\'.
 func (d *plainJSON) str() (string, bool) {
+	b, ok := d.raw()
+	return string(b), ok
+}
+
+// raw is str's bytes, still in the request body.
+func (d *plainJSON) raw() ([]byte, bool) {
 	if !d.byte('"') {
-		return "", false
+		return nil, false
 	}
 	start := d.i
 	for d.i < len(d.b) {
 		c := d.b[d.i]
 		switch {
 		case c == '"':
-			s := string(d.b[start:d.i])
+			b := d.b[start:d.i]
 			d.i++
-			return s, true
+			return b, true
 		case c < 0x20 || c > 0x7e || c == '\\':
-			return "", false
+			return nil, false
 		}
 		d.i++
 	}
-	return "", false
+	return nil, false
 }
 
 func (d *plainJSON) strs() ([]string, bool) {

@@ -82,13 +82,7 @@ func (r *runner) apiUserStampede(ctx context.Context, brokers []*harness.Child, 
 	r.report.detail("Stampede", "API user registered with CreateApiUser, first GetApiUserToken: %d password grant(s), "+
 		"%d refresh(es); then its cached token was aged past expiry in the database", password0, refresh0)
 
-	urls := make([]string, len(brokers))
-	for i, b := range brokers {
-		urls[i] = b.InternalURL()
-	}
-	r.sim.InjectFault(trackunitsim.EndpointToken, trackunitsim.Fault{Latency: stampedeLatency})
-	res := harness.StampedeCalls(ctx, urls, harness.GetAPIUserTokenPath, body, n)
-	r.sim.ClearFaults()
+	res := r.heldStampede(ctx, trackunitsim.EndpointToken, brokers, harness.GetAPIUserTokenPath, body, n)
 	s := apiUserStampede{
 		Refresh:  r.sim.UserCalls(user.Username, trackunitsim.GrantRefreshToken) - refresh0,
 		Password: r.sim.UserCalls(user.Username, trackunitsim.GrantPassword) - password0,

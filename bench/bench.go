@@ -42,6 +42,10 @@ type Options struct {
 	Profile ProfileMode
 	// Phases, when set, runs only the phases of these names.
 	Phases []string
+	// ListInstalls, when positive, replaces the scale's number of installs
+	// bulk-loaded for the ListInstalls and start-time figures (10,000,000
+	// in a full run).
+	ListInstalls int
 }
 
 // scale is the size of every phase.
@@ -51,26 +55,29 @@ type scale struct {
 	ingestConns     int
 	ingestCallbacks int
 	stampede        int
-	scaleRows       int
+	listInstalls    int // bulk-loaded installs under the ListInstalls deep page
+	rssInstalls     int // installs each holding a cached token for the RSS figure
 	listMeasure     time.Duration
 	rssLoad         time.Duration
 	identityKinds   []string
 	eventsCallbacks int // pre-signed first installs per events run
+	// callgrindRequests are the requests counted under callgrind.
+	callgrindRequests int
 }
 
 var (
 	fullScale = scale{
 		warmup: 2 * time.Second, measure: 10 * time.Second,
 		tokenConns: 64, ingestConns: 16, ingestCallbacks: 30_000, stampede: 1000,
-		scaleRows: 1_000_000, listMeasure: 5 * time.Second, rssLoad: 5 * time.Second,
-		identityKinds:   []string{"RS256", "ES256", "EdDSA"},
+		listInstalls: 10_000_000, rssInstalls: 100_000, listMeasure: 5 * time.Second, rssLoad: 5 * time.Second,
+		identityKinds: []string{"RS256", "ES256", "EdDSA"}, callgrindRequests: 10_000,
 		eventsCallbacks: 25_000,
 	}
 	quickScale = scale{
 		warmup: 100 * time.Millisecond, measure: 400 * time.Millisecond,
 		tokenConns: 8, ingestConns: 4, ingestCallbacks: 200, stampede: 200,
-		scaleRows: 20_000, listMeasure: 200 * time.Millisecond, rssLoad: 300 * time.Millisecond,
-		identityKinds:   []string{"ES256"},
+		listInstalls: 20_000, rssInstalls: 2_000, listMeasure: 200 * time.Millisecond, rssLoad: 300 * time.Millisecond,
+		identityKinds: []string{"ES256"}, callgrindRequests: 100,
 		eventsCallbacks: 300,
 	}
 )
@@ -116,6 +123,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	r := &runner{opts: opts, sc: fullScale, log: slog.New(slog.NewTextHandler(opts.Progress, nil))}
 	if opts.Quick {
 		r.sc = quickScale
+	}
+	if opts.ListInstalls > 0 {
+		r.sc.listInstalls = opts.ListInstalls
 	}
 	r.report = &Report{Started: time.Now(), Command: opts.Command, Quick: opts.Quick,
 		Machine: harness.DescribeMachine(), Method: methodNotes(r.sc)}
@@ -204,6 +214,13 @@ func (r *runner) run(ctx context.Context) (err error) {
 // startBroker starts a child broker on the bench database with extra
 // environment on top of the rig's; args default to serve.
 func (r *runner) startBroker(ctx context.Context, extra map[string]string, args ...string) (*harness.Child, error) {
+	return r.startBrokerAs(ctx, extra, r.binary, args, 0)
+}
+
+// startBrokerAs is startBroker running binary with args (which then
+// include the broker's path), waiting up to timeout (0: the default) for
+// it to listen: the broker under a tool.
+func (r *runner) startBrokerAs(ctx context.Context, extra map[string]string, binary string, args []string, timeout time.Duration) (*harness.Child, error) {
 	env := harness.BrokerEnv(r.dbURL, r.keys, r.sim.JWKSURL(), r.sim.URL)
 	env["IDENTITY_ISSUER"], env["IDENTITY_AUDIENCE"] = issuer, audience
 	for k, v := range extra {
@@ -211,7 +228,8 @@ func (r *runner) startBroker(ctx context.Context, extra map[string]string, args 
 	}
 	r.logs++
 	return harness.StartChild(ctx, harness.ChildConfig{
-		Binary: r.binary, Env: env, Args: args, LogPath: filepath.Join(r.tmp, fmt.Sprintf("broker-%d.log", r.logs)),
+		Binary: binary, Env: env, Args: args, LogPath: filepath.Join(r.tmp, fmt.Sprintf("broker-%d.log", r.logs)),
+		StartTimeout: timeout,
 	})
 }
 

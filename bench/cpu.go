@@ -85,3 +85,49 @@ func (r *Report) resultCPU(phase, what string, res cpuResult, names ...string) {
 			res.CPU[i].Round(10*time.Millisecond), us(res.perRequest(i)))
 	}
 }
+
+// cpuLoad is one load of an interleaved run and the processes whose CPU
+// it is charged with.
+type cpuLoad struct {
+	op   loadgen.Op
+	pids []int
+}
+
+// runInterleaved warms each load up, then runs the loads in turn, rounds
+// times, each for cfg.Duration/rounds, and returns each load's runs merged
+// with their CPU times summed. A change in what else the machine runs then
+// falls on every load alike, which a run of each after the other does not
+// give on a shared machine.
+func runInterleaved(ctx context.Context, cfg loadgen.Config, rounds int, loads []cpuLoad) ([]cpuResult, error) {
+	if cfg.Warmup > 0 {
+		warm := loadgen.Config{Workers: cfg.Workers, Duration: cfg.Warmup, OpTimeout: cfg.OpTimeout, Interval: cfg.Interval}
+		for _, l := range loads {
+			if _, err := loadgen.Run(ctx, warm, l.op); err != nil {
+				return nil, err
+			}
+		}
+	}
+	round := cfg
+	round.Warmup, round.Duration = 0, cfg.Duration/time.Duration(rounds)
+	runs := make([][]loadgen.Result, len(loads))
+	out := make([]cpuResult, len(loads))
+	for range rounds {
+		for i, l := range loads {
+			res, err := runCPU(ctx, round, l.op, l.pids...)
+			if err != nil {
+				return nil, err
+			}
+			runs[i] = append(runs[i], res.Result)
+			if out[i].CPU == nil {
+				out[i].CPU = make([]time.Duration, len(l.pids))
+			}
+			for j, c := range res.CPU {
+				out[i].CPU[j] += c
+			}
+		}
+	}
+	for i := range loads {
+		out[i].Result = loadgen.Merge(runs[i])
+	}
+	return out, nil
+}

@@ -56,6 +56,9 @@ type Report struct {
 	Profiles []Profile
 	// Method says how each figure was measured.
 	Method []string
+	// Notes explain this run's figures with its own numbers, by area; the
+	// hand-written analysis explains them from profiles.
+	Notes []Detail
 }
 
 // Detail is one raw measurement line under a phase heading.
@@ -73,6 +76,11 @@ func (r *Report) add(f Figure) { r.Figures = append(r.Figures, f) }
 
 func (r *Report) detail(phase, format string, args ...any) {
 	r.Details = append(r.Details, Detail{Phase: phase, Line: fmt.Sprintf(format, args...)})
+}
+
+// note adds a paragraph explaining an area's figures in this run.
+func (r *Report) note(area, format string, args ...any) {
+	r.Notes = append(r.Notes, Detail{Phase: area, Line: fmt.Sprintf(format, args...)})
 }
 
 func (r *Report) result(phase, what string, res loadgen.Result) {
@@ -179,6 +187,22 @@ func (r *Report) WriteMarkdown(w io.Writer, analysis string) {
 			p("```")
 		}
 	}
+	if len(r.Notes) > 0 {
+		p("")
+		p("## What this run's figures say")
+		p("")
+		p("Written by the generator from this run's numbers; the analysis below explains them from profiles.")
+		phase = ""
+		for _, n := range r.Notes {
+			if n.Phase != phase {
+				phase = n.Phase
+				p("")
+				p("### %s", phase)
+			}
+			p("")
+			p("%s", n.Line)
+		}
+	}
 	p("")
 	if analysis == "" {
 		analysis = AnalysisMarker + "\n\n## Analysis\n\n(None yet.)\n"
@@ -218,13 +242,25 @@ func methodNotes(sc scale) []string {
 			"spread round-robin over the three instances while the simulator's /token answers after %v. The simulator "+
 			"counts /token calls by grant during the stampede and every spent refresh token presented again "+
 			"(which would revoke the user's chain).", replicaMemory, sc.stampede, stampedeLatency),
-		fmt.Sprintf("Scale: %d installs bulk-loaded with `INSERT ... SELECT generate_series` (random ciphertext bytes "+
-			"under the primary key id; listing never opens them), then VACUUM ANALYZE. The late page (the middle of the "+
-			"table) is reached by walking the page tokens (%d-row pages, then %d-row pages) and checked against `OFFSET` in "+
-			"SQL; then the first page and the late page (pageSize %d, Connect protobuf) are each requested by one worker "+
-			"for %v. Start time is from exec to the first /readyz 200, with the table loaded. RSS is VmRSS from "+
+		fmt.Sprintf("API-key stampede: one API key registered with `CreateApiKey` (admin token, first instance) and "+
+			"added to the simulator (`AddAPIKey`), no token yet; then %d concurrent cold `GetApiKeyToken` calls, each on "+
+			"its own connection, spread round-robin over the three instances while the simulator's /token/v2 answers "+
+			"after %v. The simulator counts the /token/v2 calls for the key's client id.", sc.stampede, stampedeLatency),
+		fmt.Sprintf("Scale: %d installs bulk-loaded with `INSERT ... SELECT generate_series` in batches of 1,000,000 sorted "+
+			"by account id (random ciphertext bytes under the primary key id; listing never opens them), then VACUUM ANALYZE "+
+			"(`-list-installs` changes the count). The deep page is the middle of the table; its page token is made with "+
+			"`store.PageToken` under the bench's keyring for the row before it (found with `OFFSET` in SQL), the page's first "+
+			"and last rows are checked against `OFFSET` and its next page token against the API's own; then the first page and "+
+			"the deep page (pageSize %d, Connect protobuf) are each requested by one worker, in %d alternating runs, %v in all "+
+			"for each. Start time is from exec to the first /readyz 200, with the table loaded. RSS is VmRSS from "+
 			"/proc/PID/status: idle after start, and the peak sampled every 100 ms under %d-connection token load.",
-			sc.scaleRows, walkPageSize, listPageSize, listPageSize, sc.listMeasure, sc.tokenConns),
+			sc.listInstalls, listPageSize, listRounds, sc.listMeasure, sc.tokenConns),
+		fmt.Sprintf("Cached tokens in memory: %d installs with real credentials sealed by the bench's keyring (AES-GCM "+
+			"for each row's location, as the store seals them) COPYed into the table; a broker of its own whose token "+
+			"endpoint is a stand-in in the bench process (a fresh random %d-byte token for any credentials: the simulator "+
+			"keeps every token it issued) is asked for a token for each install by %d workers, then a second round must "+
+			"be all cache hits (`irisx_token_cache_total`) with no mint; RSS is read after it (and sampled during the fill).",
+			sc.rssInstalls, standInTokenBytes, fillWorkers),
 		"Identity: `testing.Benchmark` of `identity.Verifier.Verify` (key set loaded from the simulator; iss, aud, " +
 			"leeway and max age checked) against bare `jwt.Parse` with the right key and its default validation, for the same token.",
 		"A missed target is followed by a CPU profile: the same load against an in-process broker built from the same " +

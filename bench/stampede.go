@@ -20,8 +20,8 @@ const stampedeLatency = 200 * time.Millisecond
 // stampedePhase sends n concurrent cold GetToken calls for one install to
 // one broker, then to three brokers on the same database, then n
 // concurrent GetApiUserToken calls for one API user whose token needs a
-// refresh to the three brokers, and counts the upstream calls at the
-// simulator.
+// refresh, then n cold GetApiKeyToken calls for one API key, both to the
+// three brokers, and counts the upstream calls at the simulator.
 func (r *runner) stampedePhase(ctx context.Context) (err error) {
 	const area = "Stampede"
 	n := r.sc.stampede
@@ -77,7 +77,38 @@ func (r *runner) stampedePhase(ctx context.Context) (err error) {
 	upstream, answers := au.figures(n)
 	r.report.add(upstream)
 	r.report.add(answers)
+	r.report.add(Figure{Area: area, Name: fmt.Sprintf("upstream mints, %d cold callers over 3 instances, API user (/token refresh)", n),
+		Value: fmt.Sprintf("%d refresh(es) for 1 API user", au.Refresh+au.Password), Baseline: "1 API user",
+		Ratio: fmt.Sprintf("%d", au.Refresh+au.Password), Target: "1", Pass: pass(au.Refresh+au.Password == 1)})
+
+	keyMints, err := r.apiKeyStampede(ctx, append([]*harness.Child{r.primary}, children...), n)
+	if err != nil {
+		return err
+	}
+	r.report.add(Figure{Area: area, Name: fmt.Sprintf("upstream mints, %d cold callers over 3 instances, API key (/token/v2)", n),
+		Value: fmt.Sprintf("%d mint(s) for 1 API key", keyMints), Baseline: "1 API key",
+		Ratio: fmt.Sprintf("%d", keyMints), Target: "1", Pass: pass(keyMints == 1)})
+	r.report.note(area, "%d cold callers spread over three broker processes on one database made %d /apptoken call(s) for one "+
+		"install, %d /token call(s) for one API user's refresh and %d /token/v2 call(s) for one API key. The token core "+
+		"coordinates a mint through the database: the first instance to find no usable token takes a short lease on the "+
+		"credential's row, releases its connection, calls Trackunit and commits the sealed token; the other instances and "+
+		"their callers wait for that row instead of minting (their own callers share one flight per instance).",
+		n, three, au.Refresh+au.Password, keyMints)
 	return nil
+}
+
+// heldStampede releases n concurrent calls of a TokenService route over
+// the brokers, round-robin, while the simulator holds every answer of
+// endpoint back by stampedeLatency, so that all callers arrive while the
+// first fetch is in flight.
+func (r *runner) heldStampede(ctx context.Context, endpoint string, brokers []*harness.Child, path string, body []byte, n int) harness.StampedeResult {
+	urls := make([]string, len(brokers))
+	for i, b := range brokers {
+		urls[i] = b.InternalURL()
+	}
+	r.sim.InjectFault(endpoint, trackunitsim.Fault{Latency: stampedeLatency})
+	defer r.sim.ClearFaults()
+	return harness.StampedeCalls(ctx, urls, path, body, n)
 }
 
 // withPoolSize sets pool_max_conns in a database URL.
@@ -103,13 +134,8 @@ func (r *runner) stampede(ctx context.Context, brokers []*harness.Child, n int) 
 	if err := cb.PostInstalled(ctx, loadgen.HTTP1Client(1), brokers[0].PublicURL()); err != nil {
 		return 0, err
 	}
-	urls := make([]string, len(brokers))
-	for i, b := range brokers {
-		urls[i] = b.InternalURL()
-	}
-	r.sim.InjectFault(trackunitsim.EndpointAppToken, trackunitsim.Fault{Latency: stampedeLatency})
-	res := harness.Stampede(ctx, urls, harness.App, cb.AccountID, n)
-	r.sim.ClearFaults()
+	res := r.heldStampede(ctx, trackunitsim.EndpointAppToken, brokers, harness.GetTokenPath,
+		harness.TokenRequestBody(harness.App, cb.AccountID), n)
 	calls := r.sim.ClientCalls(cb.ClientID)
 	r.report.detail("Stampede", "%d callers over %d broker(s): %d answered 200, %d failed, %d distinct token(s), %d /apptoken call(s)",
 		n, len(brokers), res.OK, res.Failed, res.Tokens, calls)

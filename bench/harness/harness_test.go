@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -32,10 +33,14 @@ process_open_fds 9
 		{"go_goroutines", 42, false},
 		{"process_open_fds", 9, false},
 		{"irisx_http_requests_total", 0, true}, // labelled: not an unlabelled sample
+		{`irisx_http_requests_total{listener="public",route="/appinstall",code="200"}`, 12, false}, // one labelled sample
 		{"go_threads", 0, true},
 	}
 	for _, tc := range tests {
 		got, err := ScrapeMetric(context.Background(), srv.Client(), srv.URL, tc.name)
+		if tc.wantErr && !errors.Is(err, ErrNoSample) {
+			t.Errorf("ScrapeMetric(%s): error %v, want ErrNoSample", tc.name, err)
+		}
 		if (err != nil) != tc.wantErr || got != tc.want {
 			t.Errorf("ScrapeMetric(%s) = %v, %v; want %v, error %v", tc.name, got, err, tc.want, tc.wantErr)
 		}

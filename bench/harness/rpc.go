@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -116,6 +117,10 @@ func ListInstalls(ctx context.Context, c brokerv1connect.InstallServiceClient, p
 	return resp.Msg, nil
 }
 
+// ErrNoSample is ScrapeMetric's error for a sample the endpoint does not
+// list, such as a labelled counter never incremented.
+var ErrNoSample = errors.New("harness: no sample")
+
 // ScrapeMetric reads one unlabelled sample (e.g. go_goroutines) from a
 // Prometheus text endpoint.
 func ScrapeMetric(ctx context.Context, client *http.Client, metricsURL, name string) (float64, error) {
@@ -141,5 +146,5 @@ func ScrapeMetric(ctx context.Context, client *http.Client, metricsURL, name str
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 0, fmt.Errorf("harness: no sample %s at %s", name, metricsURL)
+	return 0, fmt.Errorf("%w %s at %s", ErrNoSample, name, metricsURL)
 }

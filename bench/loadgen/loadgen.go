@@ -115,6 +115,27 @@ func (r Result) String() string {
 		r.Quantile(50), r.Quantile(99), r.Max())
 }
 
+// Merge adds up runs of the same load (e.g. short runs alternated with a
+// baseline's): their calls, errors, measured time and latencies. The
+// first run's worker count and first error are kept.
+func Merge(runs []Result) Result {
+	var out Result
+	for _, r := range runs {
+		if out.hist == nil {
+			out.Workers, out.FirstError = r.Workers, r.FirstError
+			out.hist = hdrhistogram.New(histMin, histMax, histSigFigs)
+		}
+		if out.FirstError == nil {
+			out.FirstError = r.FirstError
+		}
+		out.Ops, out.Errors, out.Elapsed = out.Ops+r.Ops, out.Errors+r.Errors, out.Elapsed+r.Elapsed
+		if r.hist != nil {
+			out.hist.Merge(r.hist)
+		}
+	}
+	return out
+}
+
 // worker is one worker's private tally, merged when the run ends.
 type worker struct {
 	hist      *hdrhistogram.Histogram

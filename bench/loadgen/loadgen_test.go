@@ -162,3 +162,30 @@ func TestClientsDialLoopbackOnly(t *testing.T) {
 		t.Errorf("h2c: non-loopback dial: %v, want ErrNotLoopback", err)
 	}
 }
+
+// Merge adds the runs' calls, errors and time, and its quantiles are those
+// of all the latencies together.
+func TestMerge(t *testing.T) {
+	fast, err := Run(context.Background(), Config{Workers: 1, MaxOps: 10}, func(context.Context, int) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, err := Run(context.Background(), Config{Workers: 1, MaxOps: 30}, func(context.Context, int) error {
+		time.Sleep(2 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Merge([]Result{fast, slow})
+	if m.Ops != 40 || m.Errors != 0 || m.Elapsed != fast.Elapsed+slow.Elapsed {
+		t.Errorf("merged %d ops, %d errors in %v; want 40, 0, %v", m.Ops, m.Errors, m.Elapsed, fast.Elapsed+slow.Elapsed)
+	}
+	// 30 of the 40 latencies are the slow run's: p50 is among them, p10 is not.
+	if m.Quantile(50) < 2*time.Millisecond || m.Quantile(10) >= 2*time.Millisecond {
+		t.Errorf("merged p10 %v, p50 %v", m.Quantile(10), m.Quantile(50))
+	}
+	if Merge(nil).Quantile(50) != 0 {
+		t.Error("an empty merge has latencies")
+	}
+}

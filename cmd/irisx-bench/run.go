@@ -19,7 +19,7 @@ const usage = `usage: irisx-bench [flags]
 Builds the broker, runs it against a fresh database (created and dropped on
 the Postgres server of -db) and the Trackunit simulator, prints the results
 table and writes the report. Needs the go command and a Postgres user that may
-create databases. Takes about five minutes; -quick takes seconds.
+create databases. Takes about ten minutes; -quick takes seconds.
 
 flags:
 `
@@ -34,9 +34,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	db := fs.String("db", "", "Postgres server URL (default $TEST_DATABASE_URL, else the local server)")
 	dbName := fs.String("dbname", "irisx_bench", "the throwaway database to create and drop")
 	profile := fs.String("profile", "missed", "profile the request path of phases: missed (those missing a target), all, off")
-	phases := fs.String("phases", "", "comma-separated phases to run (default all): identity, cached token, install ingest, stampede, scale, iris proxy")
+	phases := fs.String("phases", "", "comma-separated phases to run (default all): identity, cached token, install ingest, stampede, scale, iris proxy, tracing")
+	listInstalls := fs.Int("list-installs", 0, "installs to bulk-load for the scale phase's ListInstalls and start-time figures (default 10000000, -quick 20000)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *listInstalls < 0 {
+		fmt.Fprintf(stderr, "irisx-bench: -list-installs must not be negative\n")
+		return errors.New("bad flag")
 	}
 	modes := map[string]bench.ProfileMode{"missed": bench.ProfileMissed, "all": bench.ProfileAll, "off": bench.ProfileOff}
 	mode, ok := modes[*profile]
@@ -47,7 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	report, err := bench.Run(ctx, bench.Options{
 		ServerURL: *db, DBName: *dbName, Quick: *quick, Profile: mode, Progress: stderr, Phases: splitPhases(*phases),
-		Command: strings.TrimSpace("irisx-bench " + strings.Join(args[1:], " ")),
+		ListInstalls: *listInstalls,
+		Command:      strings.TrimSpace("irisx-bench " + strings.Join(args[1:], " ")),
 	})
 	if report != nil && len(report.Figures) > 0 {
 		report.WriteTable(stdout)

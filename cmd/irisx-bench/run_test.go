@@ -15,6 +15,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"irisx-bench", "-profile", "sometimes"}, "-profile must be missed, all or off"},
+		{[]string{"irisx-bench", "-list-installs", "-5"}, "-list-installs must not be negative"},
 		{[]string{"irisx-bench", "-nope"}, "flag provided but not defined: -nope"},
 		{[]string{"irisx-bench", "-h"}, "usage: irisx-bench"},
 	}
