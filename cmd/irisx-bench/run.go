@@ -34,7 +34,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	db := fs.String("db", "", "Postgres server URL (default $TEST_DATABASE_URL, else the local server)")
 	dbName := fs.String("dbname", "irisx_bench", "the throwaway database to create and drop")
 	profile := fs.String("profile", "missed", "profile the request path of phases: missed (those missing a target), all, off")
-	phases := fs.String("phases", "", "comma-separated phases to run (default all): identity, cached token, install ingest, stampede, scale, iris proxy, tracing")
+	phases := fs.String("phases", "", "comma-separated phases to run (default all): identity, cached token, install ingest, stampede, scale, iris proxy, tracing, events")
 	listInstalls := fs.Int("list-installs", 0, "installs to bulk-load for the scale phase's ListInstalls and start-time figures (default 10000000, -quick 20000)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
