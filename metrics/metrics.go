@@ -7,6 +7,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,7 +28,14 @@ type Metrics struct {
 	tokenCache    *prometheus.CounterVec
 	upstream      *prometheus.CounterVec
 	upstreamDur   *prometheus.HistogramVec
+
+	// cacheSeries holds the token cache's counters resolved per (result,
+	// kind): Token calls CacheHit on every cached answer, and resolving
+	// labels each time hashes them and allocates.
+	cacheSeries sync.Map // cacheKey -> prometheus.Counter
 }
+
+type cacheKey struct{ result, kind string }
 
 // New registers every collector on a fresh registry, with the Go runtime
 // and process collectors.
@@ -88,16 +96,39 @@ func (m *Metrics) HTTP(listener string) *HTTPObserver {
 	return &HTTPObserver{m: m, listener: listener}
 }
 
-// HTTPObserver counts requests of one listener.
+// HTTPObserver counts requests of one listener. It keeps the series of
+// each (route, status) once resolved, so a request costs two atomic adds
+// and one map read, not a label hash and allocations per request. Routes
+// are the router's patterns and statuses are few, so the map stays small.
 type HTTPObserver struct {
 	m        *Metrics
 	listener string
+	series   sync.Map // httpKey -> *httpSeries
+}
+
+type httpKey struct {
+	route  string
+	status int
+}
+
+type httpSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 // HTTPRequest records one finished request.
 func (o *HTTPObserver) HTTPRequest(route, _ string, status int, d time.Duration) {
-	o.m.httpRequests.WithLabelValues(o.listener, route, strconv.Itoa(status)).Inc()
-	o.m.httpDuration.WithLabelValues(o.listener, route).Observe(d.Seconds())
+	k := httpKey{route, status}
+	v, ok := o.series.Load(k)
+	if !ok {
+		v, _ = o.series.LoadOrStore(k, &httpSeries{
+			requests: o.m.httpRequests.WithLabelValues(o.listener, route, strconv.Itoa(status)),
+			duration: o.m.httpDuration.WithLabelValues(o.listener, route),
+		})
+	}
+	s := v.(*httpSeries)
+	s.requests.Inc()
+	s.duration.Observe(d.Seconds())
 }
 
 // InstallEvent counts a committed install callback.
@@ -119,14 +150,23 @@ func (m *Metrics) Rejected(reason string) {
 }
 
 // CacheHit counts a token served from the cache.
-func (m *Metrics) CacheHit(kind string) { m.tokenCache.WithLabelValues("hit", kind).Inc() }
+func (m *Metrics) CacheHit(kind string) { m.cacheCounter("hit", kind).Inc() }
 
 // CacheMiss counts a token cache miss of a credential kind.
-func (m *Metrics) CacheMiss(kind string) { m.tokenCache.WithLabelValues("miss", kind).Inc() }
+func (m *Metrics) CacheMiss(kind string) { m.cacheCounter("miss", kind).Inc() }
 
 // RefreshAhead counts a background token refresh of a credential kind.
-func (m *Metrics) RefreshAhead(kind string) {
-	m.tokenCache.WithLabelValues("refresh_ahead", kind).Inc()
+func (m *Metrics) RefreshAhead(kind string) { m.cacheCounter("refresh_ahead", kind).Inc() }
+
+// cacheCounter is the token cache counter of (result, kind), resolved once.
+// Kinds are the token package's three constants.
+func (m *Metrics) cacheCounter(result, kind string) prometheus.Counter {
+	k := cacheKey{result, kind}
+	if c, ok := m.cacheSeries.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := m.cacheSeries.LoadOrStore(k, m.tokenCache.WithLabelValues(result, kind))
+	return c.(prometheus.Counter)
 }
 
 // UpstreamCall records one call to an auth server endpoint.
