@@ -294,9 +294,15 @@ func (b *Broker) Token(ctx context.Context, r Request) (Token, error) {
 		}
 		return e.tok.clone(), nil
 	}
+	// The fetch and the entry it caches own their strings: substrings of
+	// the key, and the defaults (never modified) when those were asked for.
 	k := string(key)
+	owned := b.defaultScopes
+	if !slices.Equal(scopes, owned) {
+		owned = slices.Clone(scopes)
+	}
 	f := fetchReq{key: k, install: k[:len(r.IrisAppID)+1+len(r.AccountID)],
-		app: r.IrisAppID, account: r.AccountID, scopes: slices.Clone(scopes), need: need}
+		app: k[:len(r.IrisAppID)], account: k[len(r.IrisAppID)+1 : len(r.IrisAppID)+1+len(r.AccountID)], scopes: owned, need: need}
 	return b.serve(ctx, f, now)
 }
 

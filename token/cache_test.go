@@ -156,7 +156,7 @@ func cachedAccounts(b *Broker) []string {
 	defer b.cache.mu.RUnlock()
 	var out []string
 	for _, e := range b.cache.heap {
-		out = append(out, e.account)
+		out = append(out, e.account())
 	}
 	if len(out) != len(b.cache.entries) {
 		panic("heap and map disagree")
@@ -168,7 +168,7 @@ func cachedAccounts(b *Broker) []string {
 func TestCacheStaleness(t *testing.T) {
 	c := newCache(10)
 	put := func(install string, start uint64) bool {
-		e := &entry{key: install + "\x00s", install: install, tok: Token{ExpiresAt: epoch.Add(time.Hour)}}
+		e := &entry{key: install + "\x00s", installLen: int32(len(install)), tok: Token{ExpiresAt: epoch.Add(time.Hour)}}
 		return c.put(e, start, epoch)
 	}
 	s0 := c.currentEpoch()
@@ -204,5 +204,98 @@ func TestCacheStaleness(t *testing.T) {
 	c.invalidateAll()
 	if put("z", s3) || c.len() != 0 {
 		t.Error("InvalidateAll did not win over an older fetch")
+	}
+}
+
+// TestCacheInstallLists covers the list of each install's entries through
+// removals of its head, of a later entry and of the whole install.
+func TestCacheInstallLists(t *testing.T) {
+	c := newCache(10)
+	put := func(app, account, scopes string) *entry {
+		install := app + "\x00" + account
+		e := newEntryFor(fetchReq{key: install + "\x00" + scopes, install: install, app: app, account: account})
+		e.tok = Token{ExpiresAt: epoch.Add(time.Hour)}
+		if !c.put(e, c.currentEpoch(), epoch) {
+			t.Fatalf("%s %s was not cached", install, scopes)
+		}
+		return e
+	}
+	listed := func(install string) []string {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		var out []string
+		for e := c.byInstall[install]; e != nil; e = e.next {
+			if e.next != nil && e.next.prev != e {
+				t.Errorf("%q: broken back link", e.key)
+			}
+			out = append(out, e.key[len(install)+1:])
+		}
+		slices.Sort(out)
+		return out
+	}
+	a := put("app", "x", "a")
+	put("app", "x", "b")
+	put("app", "x", "c")
+	put("app", "y", "a")
+	if got := []string{a.app(), a.account(), a.install(), fmt.Sprint(a.scopes())}; !slices.Equal(got, []string{"app", "x", "app\x00x", "[a]"}) {
+		t.Errorf("entry parts = %q", got)
+	}
+
+	c.drop("app\x00x\x00a") // the head
+	if diff := cmp.Diff([]string{"b", "c"}, listed("app\x00x")); diff != "" {
+		t.Errorf("after dropping the head (-want +got):\n%s", diff)
+	}
+	if c.peek("app\x00x\x00a") != nil || a.prev != nil || a.next != nil {
+		t.Error("the dropped head is still linked or cached")
+	}
+	c.drop("app\x00x\x00c")
+	if diff := cmp.Diff([]string{"b"}, listed("app\x00x")); diff != "" {
+		t.Errorf("after dropping c (-want +got):\n%s", diff)
+	}
+	put("app", "x", "d")
+	c.invalidate("app\x00x")
+	if got := listed("app\x00x"); got != nil || c.len() != 1 {
+		t.Errorf("after Invalidate: x lists %q, cache holds %d entries, want only y's", got, c.len())
+	}
+	if diff := cmp.Diff([]string{"a"}, listed("app\x00y")); diff != "" {
+		t.Errorf("y after x's Invalidate (-want +got):\n%s", diff)
+	}
+	if n := len(c.byInstall); n != 1 {
+		t.Errorf("byInstall holds %d installs, want 1", n)
+	}
+}
+
+// TestCacheInternsScopeSets: entries granted the same scopes, in the same
+// order, share one slice; another order is another set; past maxScopeSets
+// entries keep their own and the table stays bounded.
+func TestCacheInternsScopeSets(t *testing.T) {
+	c := newCache(2 * maxScopeSets)
+	put := func(account string, scopes ...string) []string {
+		install := "app\x00" + account
+		e := newEntryFor(fetchReq{key: install + "\x00", install: install, app: "app", account: account})
+		e.tok = Token{ExpiresAt: epoch.Add(time.Hour), Scopes: scopes}
+		if !c.put(e, c.currentEpoch(), epoch) {
+			t.Fatalf("%s was not cached", account)
+		}
+		return c.peek(e.key).tok.Scopes
+	}
+	a := put("a", "asset.view", "account.view")
+	b := put("b", "asset.view", "account.view")
+	if &a[0] != &b[0] {
+		t.Error("equal scope sets were not shared")
+	}
+	if r := put("r", "account.view", "asset.view"); &r[0] == &a[0] || !slices.Equal(r, []string{"account.view", "asset.view"}) {
+		t.Errorf("another order was served as %q from the first set", r)
+	}
+	for i := range maxScopeSets {
+		put(fmt.Sprintf("n%d", i), fmt.Sprintf("s%d", i))
+	}
+	x := put("x1", "extra")
+	y := put("x2", "extra")
+	if &x[0] == &y[0] || !slices.Equal(y, []string{"extra"}) {
+		t.Errorf("a set past the bound was interned or changed: %q", y)
+	}
+	if n := len(c.scopeSets); n != maxScopeSets {
+		t.Errorf("scopeSets holds %d sets, want %d", n, maxScopeSets)
 	}
 }

@@ -56,7 +56,7 @@ func (b *Broker) refreshAhead(ctx context.Context, e *entry) {
 	// A token shared in the database is taken only if it lives longer than
 	// the one being refreshed did when its refresh came due: otherwise it
 	// is that same token, and this replica mints (once for the fleet).
-	f := fetchReq{key: e.key, install: e.install, app: e.app, account: e.account, scopes: e.scopes,
+	f := fetchReq{key: e.key, install: e.install(), app: e.app(), account: e.account(), scopes: e.scopes(),
 		need: max(e.tok.ExpiresAt.Sub(time.Unix(0, e.nextRefresh.Load())), minServeLeft) + time.Second}
 	fn := b.flightFunc(context.WithoutCancel(ctx), f, e)
 	b.bg.Add(1)
@@ -144,7 +144,11 @@ func (b *Broker) newEntry(f fetchReq, m minted) *entry {
 	margin := b.margin + time.Duration(b.rand()*0.2*float64(b.margin))
 	life := max(m.life, tok.ExpiresAt.Sub(now))
 	margin = min(margin, life/2)
-	e := &entry{key: f.key, install: f.install, app: f.app, account: f.account, scopes: f.scopes, tok: tok, version: m.version}
+	if tok.TokenType == "Bearer" {
+		tok.TokenType = "Bearer" // not the decoded copy
+	}
+	e := newEntryFor(f)
+	e.tok, e.version = tok, m.version
 	e.nextRefresh.Store(tok.ExpiresAt.Add(-margin).UnixNano())
 	e.checked.Store(now.UnixNano())
 	return e

@@ -163,6 +163,12 @@ func TestChartDefaults(t *testing.T) {
 	if _, ok := env["DATABASE_DIRECT_URL_FILE"]; ok {
 		t.Error("DATABASE_DIRECT_URL_FILE set without databaseDirectURL.enabled")
 	}
+	// The soft memory limit sits below the container's, with room for what
+	// the Go runtime does not count.
+	limit := fmt.Sprint(object(c["resources"].(map[string]any)).get("limits", "memory"))
+	if e, _ := env["GOMEMLIMIT"].(map[string]any); fmt.Sprint(e["value"]) != "230MiB" || limit != "256Mi" {
+		t.Errorf("GOMEMLIMIT = %v with a %s memory limit, want 230MiB (90%% of 256Mi)", env["GOMEMLIMIT"], limit)
+	}
 	vols := fmt.Sprint(pod.get("volumes"))
 	if !strings.Contains(vols, "secretName:irisx-broker") {
 		t.Errorf("volumes %s do not mount the existing Secret irisx-broker", vols)
@@ -195,7 +201,7 @@ func TestChartDefaults(t *testing.T) {
 func TestChartOptions(t *testing.T) {
 	t.Parallel()
 	_, objs := render(t, "autoscaling.enabled=true", "serviceMonitor.enabled=true",
-		"databaseDirectURL.enabled=true", "probes.grpc=true", "shutdownDrainSeconds=20")
+		"databaseDirectURL.enabled=true", "probes.grpc=true", "shutdownDrainSeconds=20", "goMemLimit=")
 	dep := objs["Deployment/rel-irisx-broker"]
 	if _, ok := objs["HorizontalPodAutoscaler/rel-irisx-broker"]; !ok {
 		t.Error("no HPA with autoscaling.enabled")
@@ -210,6 +216,9 @@ func TestChartOptions(t *testing.T) {
 	c := container(t, dep)
 	if _, ok := envOf(c)["DATABASE_DIRECT_URL_FILE"]; !ok {
 		t.Error("no DATABASE_DIRECT_URL_FILE with databaseDirectURL.enabled")
+	}
+	if e, ok := envOf(c)["GOMEMLIMIT"]; ok {
+		t.Errorf("GOMEMLIMIT = %v with goMemLimit empty, want unset", e)
 	}
 	job := objs["Job/rel-irisx-broker-migrate"]
 	if _, ok := envOf(container(t, job))["DATABASE_DIRECT_URL"]; !ok {
