@@ -174,7 +174,7 @@ func (s *Store) finishDelivery(ctx context.Context, key InstallKey, seq int64, a
 			// takes its snapshot once the row lock is held, so it sees the
 			// event of a writer that held the lock before us.
 			b := &pgx.Batch{}
-			b.Queue(finishDeliverySQL, key.IrisAppID, key.AccountID, seq, pgTime(at))
+			b.Queue(finishDeliverySQL, seq, pgTime(at), key.IrisAppID, key.AccountID)
 			var pending bool
 			b.Queue(`SELECT EXISTS (SELECT 1 FROM install_events_out
 				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending')`,
@@ -195,15 +195,12 @@ func (s *Store) finishDelivery(ctx context.Context, key InstallKey, seq int64, a
 	return idle, nil
 }
 
-// finishDeliverySQL marks event $3 delivered at $4 (none when $3 is 0),
-// share-locks the install's row ($1, $2) and makes the transaction's
+// finishDeliverySQL marks event $1 delivered at $2 (none when $1 is 0),
+// share-locks the install's row ($3, $4) and makes the transaction's
 // commit asynchronous, in one statement.
-const finishDeliverySQL = `WITH delivered AS (UPDATE install_events_out SET
-		delivery_state = 'delivered', delivered_at = $4, attempts = attempts + 1,
-		leased_until = NULL, next_attempt_at = NULL, last_error = NULL
-		WHERE id = $3 AND delivery_state = 'pending')
+const finishDeliverySQL = `WITH delivered AS (` + markDeliveredSQL + `)
 	SELECT set_config('synchronous_commit', 'off', true) FROM installs
-	WHERE iris_app_id = $1 AND account_id = $2 FOR SHARE OF installs`
+	WHERE iris_app_id = $3 AND account_id = $4 FOR SHARE OF installs`
 
 // RedeliverEvent queues a delivered, given-up or never-delivered event for
 // one more delivery (attempts start over), enqueuing its install's job in
