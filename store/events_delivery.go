@@ -28,53 +28,73 @@ type Head struct {
 	Unnumbered bool
 }
 
+// leaseHeadSQL locks the install's oldest pending event ($1, $2) and, if
+// it is numbered, due at $3 and not leased by anyone else, leases it until
+// $4, all in one statement. It returns the head as it was locked (the
+// newest committed version, not the statement's snapshot) and whether it
+// is now ours. The commit is asynchronous (see finishDelivery):
+// set_config is evaluated for the head row, before the statement's
+// implicit transaction commits.
+const leaseHeadSQL = `WITH head AS (
+		SELECT ` + lifecycleEventColumns + `, e.staging,
+			set_config('synchronous_commit', 'off', true) AS async
+		FROM install_events_out e
+		WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending'
+		ORDER BY staging LIMIT 1 FOR UPDATE
+	), leased AS (
+		UPDATE install_events_out e SET leased_until = $4, first_attempt_at = coalesce(e.first_attempt_at, $3)
+		FROM head h
+		WHERE e.staging = h.staging AND h.id <> 0
+			AND (h.leased_until IS NULL OR h.leased_until <= $3)
+			AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= $3)
+		RETURNING e.first_attempt_at, e.leased_until
+	)
+	SELECT h.id, h.type, h.iris_app_id, h.account_id, h.status, h.occurred_at, h.delivery_state, h.attempts,
+		h.retry_since, coalesce(l.first_attempt_at, h.first_attempt_at) AS first_attempt_at, h.next_attempt_at,
+		coalesce(l.leased_until, h.leased_until) AS leased_until, h.delivered_at, h.last_error,
+		l.leased_until IS NOT NULL AS leased
+	FROM head h LEFT JOIN leased l ON true`
+
+// leasedHead is a row of leaseHeadSQL.
+type leasedHead struct {
+	LifecycleEvent
+	Leased bool `db:"leased"`
+}
+
 // LeaseHeadEvent finds the install's oldest pending event (by staging,
 // which for one install is commit order and id order) and, if it is
 // numbered, due and nobody else is delivering it, leases it until
 // now+lease. Only the head can be leased, so an install's events are
 // delivered in id order: a later one waits until the earlier one is
-// delivered or given up.
+// delivered or given up. It is one statement (one round trip, no
+// transaction of its own), as it runs once per delivery.
 func (s *Store) LeaseHeadEvent(ctx context.Context, key InstallKey, now time.Time, lease time.Duration) (Head, error) {
 	now = pgTime(now)
 	var h Head
 	err := s.retry(ctx, func() error {
 		h = Head{}
-		// Asynchronous commit: see finishDelivery.
-		return s.inAsyncTx(ctx, func(tx pgx.Tx) error {
-			rows, _ := tx.Query(ctx, `SELECT `+lifecycleEventColumns+` FROM install_events_out e
-				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending'
-				ORDER BY staging LIMIT 1 FOR UPDATE`, key.IrisAppID, key.AccountID)
-			ev, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[LifecycleEvent])
-			if errors.Is(err, pgx.ErrNoRows) {
-				h.Idle = true
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if ev.Seq == 0 { // committed, not numbered yet: it has no webhook-id
-				h.Unnumbered = true
-				return nil
-			}
-			if ev.LeasedUntil != nil && ev.LeasedUntil.After(now) {
-				h.Wait = *ev.LeasedUntil
-				return nil
-			}
-			if ev.NextAttemptAt != nil && ev.NextAttemptAt.After(now) {
-				h.Wait = *ev.NextAttemptAt
-				return nil
-			}
-			until := now.Add(lease)
-			if ev.FirstAttemptAt == nil {
-				ev.FirstAttemptAt = &now
-			}
-			ev.LeasedUntil = &until
-			_, err = tx.Exec(ctx, `UPDATE install_events_out SET leased_until = $2, first_attempt_at = $3
-				WHERE id = $1`, ev.Seq, until, *ev.FirstAttemptAt)
+		rows, _ := s.pool.Query(ctx, leaseHeadSQL, key.IrisAppID, key.AccountID, now, now.Add(lease))
+		row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[leasedHead])
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			h.Idle = true
+			return nil
+		case err != nil:
+			return err
+		case row.Leased:
+			ev := row.LifecycleEvent
 			ev.OccurredAt = ev.OccurredAt.UTC()
 			h.Event = &ev
-			return err
-		})
+		case row.Seq == 0: // committed, not numbered yet: it has no webhook-id
+			h.Unnumbered = true
+		case row.LeasedUntil != nil && row.LeasedUntil.After(now):
+			h.Wait = *row.LeasedUntil
+		case row.NextAttemptAt != nil:
+			h.Wait = *row.NextAttemptAt
+		default:
+			return fmt.Errorf("event %d neither leased nor waiting", row.Seq)
+		}
+		return nil
 	})
 	if err != nil {
 		return Head{}, fmt.Errorf("store: lease event: %w", err)
@@ -149,13 +169,12 @@ func (s *Store) MarkDeliveredFinishIfIdle(ctx context.Context, key InstallKey, s
 func (s *Store) finishDelivery(ctx context.Context, key InstallKey, seq int64, at time.Time, fn func(tx pgx.Tx) error) (idle bool, err error) {
 	err = s.retry(ctx, func() error {
 		idle = false
-		return s.inAsyncTx(ctx, func(tx pgx.Tx) error {
+		return s.inTx(ctx, func(tx pgx.Tx) error {
+			// One round trip. The EXISTS is a statement of its own: it
+			// takes its snapshot once the row lock is held, so it sees the
+			// event of a writer that held the lock before us.
 			b := &pgx.Batch{}
-			if seq != 0 {
-				b.Queue(markDeliveredSQL, seq, pgTime(at))
-			}
-			b.Queue(`SELECT 1 FROM installs WHERE iris_app_id = $1 AND account_id = $2 FOR SHARE`,
-				key.IrisAppID, key.AccountID)
+			b.Queue(finishDeliverySQL, seq, pgTime(at), key.IrisAppID, key.AccountID)
 			var pending bool
 			b.Queue(`SELECT EXISTS (SELECT 1 FROM install_events_out
 				WHERE iris_app_id = $1 AND account_id = $2 AND delivery_state = 'pending')`,
@@ -176,16 +195,12 @@ func (s *Store) finishDelivery(ctx context.Context, key InstallKey, seq int64, a
 	return idle, nil
 }
 
-// inAsyncTx is inTx with an asynchronous commit, for delivery bookkeeping
-// only (see finishDelivery).
-func (s *Store) inAsyncTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return err
-		}
-		return fn(tx)
-	})
-}
+// finishDeliverySQL marks event $1 delivered at $2 (none when $1 is 0),
+// share-locks the install's row ($3, $4) and makes the transaction's
+// commit asynchronous, in one statement.
+const finishDeliverySQL = `WITH delivered AS (` + markDeliveredSQL + `)
+	SELECT set_config('synchronous_commit', 'off', true) FROM installs
+	WHERE iris_app_id = $3 AND account_id = $4 FOR SHARE OF installs`
 
 // RedeliverEvent queues a delivered, given-up or never-delivered event for
 // one more delivery (attempts start over), enqueuing its install's job in
