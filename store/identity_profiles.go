@@ -8,11 +8,18 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// MaxIdentityProfiles is how many profiles of each verdict are kept; an
-// insert prunes older ones. Per verdict, so that a flood of refused tokens
-// (anyone can send one) never pushes out the accepted ones (only Trackunit
-// can sign those).
+// MaxIdentityProfiles is how many profiles of each verdict are kept and
+// listed. Per verdict, so that a flood of refused tokens (anyone can send
+// one) never pushes out the accepted ones (only Trackunit can sign those).
+// Every profilePruneEvery-th insert of a verdict on a replica deletes all
+// but the newest MaxIdentityProfiles, so the table holds at most
+// MaxIdentityProfiles + profilePruneEvery - 1 rows per verdict and replica
+// between prunes: pruning walks MaxIdentityProfiles index entries, which
+// cost more than the insert itself when done on every callback.
 const MaxIdentityProfiles = 500
+
+// profilePruneEvery is how many inserts of one verdict share one prune.
+const profilePruneEvery = 32
 
 // Bounds applied to a profile before it is stored; the broker has cut and
 // escaped every string already, these only keep a bug from growing a row.
@@ -60,8 +67,9 @@ const pruneProfilesSQL = `DELETE FROM identity_profiles
 	WHERE verdict = $1 AND id < (
 		SELECT id FROM identity_profiles WHERE verdict = $1 ORDER BY id DESC OFFSET $2 - 1 LIMIT 1)`
 
-// RecordIdentityProfile stores p and prunes its verdict to the newest
-// MaxIdentityProfiles rows, in one round trip.
+// RecordIdentityProfile stores p and, on every profilePruneEvery-th insert
+// of its verdict, prunes the verdict to the newest MaxIdentityProfiles
+// rows in the same round trip.
 func (s *Store) RecordIdentityProfile(ctx context.Context, p IdentityProfile) error {
 	if p.Verdict != VerdictAccepted && p.Verdict != VerdictRefused {
 		return fmt.Errorf("%w: verdict must be accepted or refused", ErrInvalid)
@@ -75,7 +83,13 @@ func (s *Store) RecordIdentityProfile(ctx context.Context, p IdentityProfile) er
 		clean(p.Kid, maxProfileText), clean(p.Typ, maxProfileText), clean(p.Iss, maxProfileText),
 		cleanList(p.Aud, false), cleanList(p.Claims, false), p.ClaimCount, millis(p.Age), millis(p.Lifetime),
 		cleanList(p.UnknownFields, true))
-	b.Queue(pruneProfilesSQL, p.Verdict, MaxIdentityProfiles)
+	slot := 0
+	if p.Verdict == VerdictRefused {
+		slot = 1
+	}
+	if s.profileWrites[slot].Add(1)%profilePruneEvery == 0 {
+		b.Queue(pruneProfilesSQL, p.Verdict, MaxIdentityProfiles)
+	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("%w: record identity profile: %w", ErrDatabase, err)
 	}

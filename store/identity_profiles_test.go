@@ -55,8 +55,9 @@ func TestIdentityProfilesRoundTrip(t *testing.T) {
 	}
 }
 
-// Each verdict keeps its newest MaxIdentityProfiles rows, so refused
-// tokens (anyone can send them) never push the accepted ones out.
+// Each verdict keeps its newest MaxIdentityProfiles rows (plus fewer than
+// one prune interval's inserts), so refused tokens (anyone can send them)
+// never push the accepted ones out.
 func TestIdentityProfilesRetention(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -67,19 +68,25 @@ func TestIdentityProfilesRetention(t *testing.T) {
 		}
 	}
 	rec(store.VerdictAccepted, "the-accepted-one")
-	for i := range store.MaxIdentityProfiles + 20 {
+	const refused = 3 * store.MaxIdentityProfiles
+	for i := range refused {
 		rec(store.VerdictRefused, "r"+string(rune('a'+i%26)))
 	}
-	if n := e.count(t, "SELECT count(*) FROM identity_profiles WHERE verdict = 'refused'"); n != store.MaxIdentityProfiles {
-		t.Errorf("%d refused rows, want %d", n, store.MaxIdentityProfiles)
+	n := e.count(t, "SELECT count(*) FROM identity_profiles WHERE verdict = 'refused'")
+	if n < store.MaxIdentityProfiles || n >= store.MaxIdentityProfiles+store.ProfilePruneEvery {
+		t.Errorf("%d refused rows, want %d to %d", n, store.MaxIdentityProfiles, store.MaxIdentityProfiles+store.ProfilePruneEvery-1)
 	}
 	got, err := e.store.ListIdentityProfiles(testkit.Context(t), store.VerdictAccepted, 10)
 	if err != nil || len(got) != 1 || got[0].Kid != "the-accepted-one" {
 		t.Errorf("accepted after a refused flood = %v, %v", got, err)
 	}
-	// The newest refused rows are the ones kept.
-	if n := e.count(t, "SELECT min(id) FROM identity_profiles WHERE verdict = 'refused'"); n != 22 {
-		t.Errorf("oldest kept refused id = %d, want 22", n)
+	// The kept refused rows are the newest ones, without a gap: ids 2 to
+	// refused+1 were refused, in order.
+	if maxID := e.count(t, "SELECT max(id) FROM identity_profiles WHERE verdict = 'refused'"); maxID != refused+1 {
+		t.Errorf("newest refused id = %d, want %d", maxID, refused+1)
+	}
+	if minID := e.count(t, "SELECT min(id) FROM identity_profiles WHERE verdict = 'refused'"); minID != refused+2-n {
+		t.Errorf("oldest kept refused id = %d, want %d (the newest %d kept)", minID, refused+2-n, n)
 	}
 }
 

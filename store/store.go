@@ -86,6 +86,9 @@ type Store struct {
 	enqueue      EventEnqueuer
 	eventWritten func(eventType string)
 	eventNudge   chan struct{} // see EventsCommitted
+	// profileWrites counts identity profiles written per verdict
+	// (accepted, refused), so one insert in profilePruneEvery prunes.
+	profileWrites [2]atomic.Int64
 }
 
 // Option configures a Store.

@@ -1,0 +1,4 @@
+package store
+
+// ProfilePruneEvery exposes profilePruneEvery to the package's tests.
+const ProfilePruneEvery = profilePruneEvery
