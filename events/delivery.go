@@ -184,8 +184,15 @@ func New(cfg Config) (*Deliverer, error) {
 	}
 	// River's own chatter (leadership, maintenance) stays below warn.
 	riverLog := slog.New(levelFloor{d.log.Handler(), slog.LevelWarn})
+	// The default queue runs the periodic jobs and any delivery job queued
+	// there by an older release; deliveryQueue is worked only where a
+	// webhook is configured.
+	queues := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}}
+	if d.url != "" {
+		queues[deliveryQueue] = river.QueueConfig{MaxWorkers: deliveryWorkers}
+	}
 	rc, err := river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{
-		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: deliveryWorkers}},
+		Queues:               queues,
 		Workers:              workers,
 		PeriodicJobs:         periodic,
 		JobTimeout:           jobTimeout,

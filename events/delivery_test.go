@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
 )
@@ -236,5 +237,25 @@ func TestDeliveryWaitsForNumbering(t *testing.T) {
 	}
 	if got[0].Type != store.EventInstalled || got[1].Type != store.EventUninstalled {
 		t.Errorf("delivered %s then %s, want installed then uninstalled", got[0].Type, got[1].Type)
+	}
+}
+
+// A replica without a webhook on the same database never takes a delivery
+// job: every event is delivered by the replica that has one, well before
+// the sweeper (30 s) would queue again an install whose job was taken and
+// dropped elsewhere.
+func TestReplicaWithoutWebhookLeavesDeliveries(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	dbURL := testdb.NewDatabase(t)
+	r := newRig(t, recv.srv.URL, dbURL, nil)
+	newRig(t, "", dbURL, nil) // polls every 100 ms, as r does
+	const n = 20
+	for i := range n {
+		r.install(t, i, "a")
+	}
+	testkit.WaitForWithin(t, 10*time.Second, "every event delivered by the replica with a webhook", allDelivered(r))
+	if got := len(recv.requests()); got != n {
+		t.Errorf("%d webhook requests, want %d", got, n)
 	}
 }

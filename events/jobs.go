@@ -24,11 +24,16 @@ func newDeliverArgs(k store.InstallKey) deliverArgs {
 
 func (deliverArgs) Kind() string { return "irisx_event_delivery" }
 
-// InsertOpts: unique per install in River's minimal set of states. A job
-// that failed on a database error (retryable) may meet a new one; River's
-// scheduler then discards the later of the two.
+// deliveryQueue holds the delivery jobs. Only a replica with a webhook
+// configured works it, so a replica without one (a mixed fleet, or one
+// mid-rollout) never takes an install's job and drops its events.
+const deliveryQueue = "irisx_event_delivery"
+
+// InsertOpts: in deliveryQueue, unique per install in River's minimal set
+// of states. A job that failed on a database error (retryable) may meet a
+// new one; River's scheduler then discards the later of the two.
 func (deliverArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
+	return river.InsertOpts{Queue: deliveryQueue, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
 		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled,
 	}}}
 }
@@ -47,7 +52,10 @@ func (w *deliverWorker) NextRetry(job *river.Job[deliverArgs]) time.Time {
 func (w *deliverWorker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
 	d := w.d
 	if d.url == "" {
-		return nil // webhooks were turned off since the job was queued
+		// A job of the default queue, queued before delivery had a queue
+		// of its own: leave its events to the sweeper of a replica that
+		// has a webhook, which queues the install again.
+		return nil
 	}
 	key := store.InstallKey{IrisAppID: job.Args.IrisAppID, AccountID: job.Args.AccountID}
 	complete := func(tx pgx.Tx) error {
