@@ -53,7 +53,7 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 
-## bench: the benchmarks against the local Postgres (about ten minutes, a third of it loading 10 M installs; run on a quiet machine); writes docs/BENCHMARKS.md
+## bench: the benchmarks against the local Postgres (about fifteen minutes, a third of it loading 10 M installs and filling 100,000 tokens twice; run on a quiet machine); writes docs/BENCHMARKS.md
 bench:
 	$(GO) run ./cmd/irisx-bench -out docs/BENCHMARKS.md
 
