@@ -14,6 +14,24 @@ import (
 	"github.com/irisx-broker/irisx-broker/bench/harness"
 )
 
+// runForTest runs the bench with opts on a database of its own, named
+// prefix plus a random suffix, within timeout, and fails the test with the
+// progress lines if the run fails.
+func runForTest(t *testing.T, timeout time.Duration, prefix string, opts Options) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	var progress bytes.Buffer
+	opts.DBName, opts.Progress = prefix+hex.EncodeToString(suffix), &progress
+	r, err := Run(ctx, opts)
+	if err != nil {
+		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
+	}
+	return r
+}
+
 // TestQuickRun runs every phase scaled down to seconds against the real
 // broker binary and a throwaway database, profiling every phase, and checks
 // the report's shape and the figures that are about correctness rather
@@ -21,18 +39,7 @@ import (
 // nothing).
 func TestQuickRun(t *testing.T) {
 	// Minutes: the broker also runs under callgrind, fifty times slower.
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	var progress bytes.Buffer
-	r, err := Run(ctx, Options{
-		DBName: "irisx_bench_test_" + hex.EncodeToString(suffix), Quick: true, Profile: ProfileAll,
-		Command: "go test ./bench/", Progress: &progress,
-	})
-	if err != nil {
-		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
-	}
+	r := runForTest(t, 8*time.Minute, "irisx_bench_test_", Options{Quick: true, Profile: ProfileAll, Command: "go test ./bench/"})
 
 	var areas []string
 	byName := map[string]Figure{}

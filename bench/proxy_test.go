@@ -2,9 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"strings"
 	"testing"
@@ -17,18 +14,8 @@ import (
 // closing note; never in CI).
 func TestProxyPhase(t *testing.T) {
 	full := os.Getenv("IRISX_BENCH_FULL") == "1"
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	var progress bytes.Buffer
-	r, err := Run(ctx, Options{
-		DBName: "irisx_bench_proxy_" + hex.EncodeToString(suffix), Quick: !full, Phases: []string{"iris proxy"},
-		Command: "go test -run TestProxyPhase ./bench/", Progress: &progress,
-	})
-	if err != nil {
-		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
-	}
+	r := runForTest(t, 4*time.Minute, "irisx_bench_proxy_", Options{Quick: !full, Phases: []string{"iris proxy"},
+		Command: "go test -run TestProxyPhase ./bench/"})
 	var names []string
 	for _, f := range r.Figures {
 		if f.Area != "IRIS proxy" || f.Value == "" {

@@ -2,9 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
@@ -17,18 +14,8 @@ import (
 // IRISX_BENCH_FULL=1 it runs at full scale and logs the table.
 func TestTracingPhase(t *testing.T) {
 	full := os.Getenv("IRISX_BENCH_FULL") == "1"
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	var progress bytes.Buffer
-	r, err := Run(ctx, Options{
-		DBName: "irisx_bench_tracing_" + hex.EncodeToString(suffix), Quick: !full, Phases: []string{"tracing"},
-		Command: "go test -run TestTracingPhase ./bench/", Progress: &progress,
-	})
-	if err != nil {
-		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
-	}
+	r := runForTest(t, 4*time.Minute, "irisx_bench_tracing_", Options{Quick: !full, Phases: []string{"tracing"},
+		Command: "go test -run TestTracingPhase ./bench/"})
 	if len(r.Figures) != 1 || r.Figures[0].Area != "Tracing" || r.Figures[0].Value == "" || r.Figures[0].Ratio == "" {
 		t.Fatalf("figures %+v", r.Figures)
 	}
