@@ -241,7 +241,34 @@ func isUUID(s string) bool {
 	return err == nil
 }
 
-func canonicalUUID(s string) string { return uuid.MustParse(s).String() }
+func canonicalUUID(s string) string {
+	if isCanonicalUUID(s) {
+		return s // what String would return, without the allocation
+	}
+	return uuid.MustParse(s).String()
+}
+
+// isCanonicalUUID reports whether s is in uuid.UUID.String's form: 36
+// characters, lower-case hex, hyphens at 8, 13, 18 and 23.
+func isCanonicalUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // eventTypeLabel bounds the metric label to known values: the type is
 // attacker-chosen text.

@@ -247,14 +247,20 @@ func errorInterceptor(logger *slog.Logger) connect.UnaryInterceptorFunc {
 			if err == nil {
 				return resp, nil
 			}
-			ce := connectError(err)
-			level := slog.LevelInfo
-			if serverSideCodes[ce.Code()] {
-				level = slog.LevelError
-			}
-			logger.Log(ctx, level, "rpc failed", "procedure", req.Spec().Procedure,
-				"code", ce.Code().String(), "error", err.Error())
-			return nil, ce
+			return nil, rpcFailed(ctx, logger, req.Spec().Procedure, err)
 		}
 	}
+}
+
+// rpcFailed logs a failed call's error with its cause and maps it to the
+// Connect error the caller gets.
+func rpcFailed(ctx context.Context, logger *slog.Logger, procedure string, err error) *connect.Error {
+	ce := connectError(err)
+	level := slog.LevelInfo
+	if serverSideCodes[ce.Code()] {
+		level = slog.LevelError
+	}
+	logger.Log(ctx, level, "rpc failed", "procedure", procedure,
+		"code", ce.Code().String(), "error", err.Error())
+	return ce
 }

@@ -164,9 +164,12 @@ func NewInternal(d InternalDeps) *echo.Echo {
 	opts := append(connectLimits(), errs)
 
 	encoded := newEncodedTokens() // api/encoded.go
-	mount(internalTokens)(brokerv1connect.NewTokenServiceHandler(
-		&tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker, apiKeys: d.APIKeyBroker, encoded: encoded},
-		append(tokenCodecs(encoded), opts...)...))
+	tokens := &tokenService{broker: d.Broker, allowedApps: d.AllowedApps, apiUsers: d.APIUserBroker, apiKeys: d.APIKeyBroker, encoded: encoded}
+	tokenPath, tokenHandler := brokerv1connect.NewTokenServiceHandler(tokens, append(tokenCodecs(encoded), opts...)...)
+	if len(d.ConnectInterceptors) == 0 {
+		tokenHandler = &fastGetToken{svc: tokens, next: tokenHandler, logger: logger} // api/tokens_fast.go
+	}
+	mount(internalTokens)(tokenPath, tokenHandler)
 	mount(adminTokens)(brokerv1connect.NewInstallServiceHandler(
 		&installService{store: d.Store}, opts...))
 	mount(adminTokens)(brokerv1connect.NewApiUserServiceHandler(

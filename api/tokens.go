@@ -35,7 +35,16 @@ var _ brokerv1connect.TokenServiceHandler = (*tokenService)(nil)
 
 // GetToken returns an access token for one install.
 func (s *tokenService) GetToken(ctx context.Context, req *connect.Request[brokerv1.GetTokenRequest]) (*connect.Response[brokerv1.GetTokenResponse], error) {
-	m := req.Msg
+	resp, err := s.getToken(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// getToken is GetToken's work, shared with the Connect-JSON fast path
+// (api/tokens_fast.go).
+func (s *tokenService) getToken(ctx context.Context, m *brokerv1.GetTokenRequest) (*brokerv1.GetTokenResponse, error) {
 	app := m.GetIrisAppId()
 	if app == "" {
 		if len(s.allowedApps) != 1 {
@@ -59,9 +68,9 @@ func (s *tokenService) GetToken(ctx context.Context, req *connect.Request[broker
 		return nil, err
 	}
 	if s.encoded != nil {
-		return connect.NewResponse(s.encoded.response(t)), nil
+		return s.encoded.response(t), nil
 	}
-	return connect.NewResponse(tokenResponse(t)), nil
+	return tokenResponse(t), nil
 }
 
 // GetApiUserToken returns an access token for a registered API user.
