@@ -24,6 +24,14 @@ import (
 // returns the public and internal base URLs.
 func startServe(t *testing.T, sim *trackunitsim.Sim, extra map[string]string) (public, internal string) {
 	t.Helper()
+	public, internal, _, _ = startServeLogged(t, sim, extra)
+	return public, internal
+}
+
+// startServeLogged is startServe that also returns serve's stderr and a
+// stop that returns once serve has.
+func startServeLogged(t *testing.T, sim *trackunitsim.Sim, extra map[string]string) (public, internal string, stderr *testkit.Buffer, stop func()) {
+	t.Helper()
 	simSrv := httptest.NewServer(sim.Handler())
 	t.Cleanup(simSrv.Close)
 	e := map[string]string{
@@ -40,11 +48,11 @@ func startServe(t *testing.T, sim *trackunitsim.Sim, extra map[string]string) (p
 	for k, v := range extra {
 		e[k] = v
 	}
-	_, stderr, result, _ := started(t, []string{"irisx-broker", "serve"}, e)
+	_, stderr, result, stop := started(t, []string{"irisx-broker", "serve"}, e)
 	m := waitMatch(t, stderr, regexp.MustCompile(`"public_addr":"([^"]+)","internal_addr":"([^"]+)"`), result)
 	public, internal = "http://"+m[1], "http://"+m[2]
 	waitFor200(t, public+"/readyz")
-	return public, internal
+	return public, internal, stderr, stop
 }
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {

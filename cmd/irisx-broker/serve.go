@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/irisx-broker/irisx-broker/config"
+	"github.com/irisx-broker/irisx-broker/internal/logwriter"
 	"github.com/irisx-broker/irisx-broker/internal/service"
 )
 
@@ -24,7 +25,12 @@ func runServe(ctx context.Context, args []string, lookup env, stdout, stderr io.
 		fmt.Fprintln(stderr, err)
 		return errReported
 	}
-	logger := newLogger(cfg, stderr)
+	// serve's lines (one per request) are buffered for at most
+	// logwriter.FlushDelay and all written out when serve returns.
+	lw := logwriter.New(stderr)
+	defer func() { _ = lw.Close() }()
+	logger := newLogger(cfg, lw)
+	logger = slog.New(logwriter.Handler(logger.Handler(), lw))
 	return serve(ctx, cfg, serveOptions{migrate: *migrate, logger: logger, lookup: lookup, traceOutput: stdout})
 }
 
