@@ -2,25 +2,32 @@ package api
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net/http"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
 )
 
-// fastGetToken answers the commonest GetToken, a Connect-protocol unary
-// call with a plain JSON body (what curl and most HTTP clients send), with
-// the bytes Connect's handler would write, without building Connect's
-// per-call request, response and connection objects. The bearer check has
-// run before it (requireBearer). Anything else goes to Connect's handler
-// untouched: another protocol, method or codec, a compressed body, a
-// timeout header, a body over fastBodyMax or not in the plain form
-// decodeGetTokenRequest reads, and every call when Connect interceptors
+// fastGetToken answers the two commonest forms of GetToken with the bytes
+// Connect's handler would write, without building Connect's per-call
+// request, response and connection objects:
+//
+//   - a Connect-protocol unary call with a plain JSON body (what curl and
+//     most HTTP clients send), and
+//   - a gRPC call over HTTP/2 with one uncompressed protobuf message (what
+//     gRPC clients send).
+//
+// The bearer check has run before it (requireBearer). Anything else goes to
+// Connect's handler untouched: another protocol, method or codec, a
+// compressed body, a time-out header, a body over fastBodyMax or not in the
+// form the fast path reads, and every call when Connect interceptors
 // (tracing) are configured, since they must see every call.
 // TestFastGetTokenMatchesConnect holds the two to the same answers.
 type fastGetToken struct {
@@ -39,13 +46,25 @@ var fastBodyPool = sync.Pool{New: func() any { b := make([]byte, 0, fastBodyMax)
 // Header values the fast path sets, shared by every answer (each slice is
 // full, so an append to it copies instead of writing into it).
 var (
-	fastJSONContentType   = []string{"application/json"}
+	fastJSON              = []string{"application/json"}
 	fastJSONUTF8          = []string{"application/json; charset=utf-8"}
+	fastGRPC              = []string{"application/grpc"}
+	fastGRPCProto         = []string{"application/grpc+proto"}
 	fastAcceptCompression = []string{"gzip"}
+	fastGRPCOK            = []string{"0"}
+)
+
+type fastForm int
+
+const (
+	fastNone fastForm = iota
+	fastConnectJSON
+	fastGRPCCall
 )
 
 func (f *fastGetToken) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !fastTakes(r) {
+	form := fastFormOf(r)
+	if form == fastNone {
 		f.next.ServeHTTP(w, r)
 		return
 	}
@@ -54,7 +73,7 @@ func (f *fastGetToken) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, whole := readBounded(r.Body, (*bp)[:0], fastBodyMax)
 	*bp = body[:0]
 	var m brokerv1.GetTokenRequest
-	if !whole || !decodeGetTokenRequest(body, &m) {
+	if !whole || !decodeFast(form, body, &m) {
 		// Connect reads the body again: what was read, then the rest.
 		r.Body = struct {
 			io.Reader
@@ -64,45 +83,111 @@ func (f *fastGetToken) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	// Connect advertises the compression it accepts on every answer.
-	h["Accept-Encoding"] = fastAcceptCompression
+	// Connect answers in the request's own spelling of the content type,
+	// and advertises the compression it accepts on every answer.
+	ct := r.Header["Content-Type"][0]
+	if form == fastGRPCCall {
+		h["Grpc-Accept-Encoding"] = fastAcceptCompression
+		if r.Header["Grpc-Accept-Encoding"] != nil {
+			// The client accepts gzip (fastFormOf checked), so Connect
+			// names it; an answer this small is sent uncompressed all the
+			// same (tokenCompressMinBytes).
+			h["Grpc-Encoding"] = fastAcceptCompression
+		}
+	} else {
+		h["Accept-Encoding"] = fastAcceptCompression
+	}
 	resp, err := f.svc.getToken(r.Context(), &m)
+	var out []byte
+	if err == nil {
+		out, err = encodeFast(f.svc.encoded, form, resp)
+	}
 	if err != nil {
 		_ = errorWriter.Write(w, r, rpcFailed(r.Context(), f.logger, brokerv1connect.TokenServiceGetTokenProcedure, err))
 		return
 	}
-	out, ok := f.svc.encoded.encoded(resp, true)
-	if !ok {
-		if out, err = (protojson.MarshalOptions{}).Marshal(resp); err != nil {
-			_ = errorWriter.Write(w, r, rpcFailed(r.Context(), f.logger, brokerv1connect.TokenServiceGetTokenProcedure, err))
-			return
-		}
-	}
-	// Connect answers in the request's own spelling of the codec.
-	if r.Header["Content-Type"][0] == fastJSONUTF8[0] {
-		h["Content-Type"] = fastJSONUTF8
-	} else {
-		h["Content-Type"] = fastJSONContentType
-	}
+	h["Content-Type"] = sharedValue(ct, fastJSON, fastJSONUTF8, fastGRPC, fastGRPCProto)
 	w.WriteHeader(http.StatusOK)
+	if form == fastConnectJSON {
+		_, _ = w.Write(out)
+		return
+	}
+	var prefix [5]byte
+	binary.BigEndian.PutUint32(prefix[1:], uint32(len(out)))
+	_, _ = w.Write(prefix[:])
 	_, _ = w.Write(out)
+	h[http.TrailerPrefix+"Grpc-Status"] = fastGRPCOK
 }
 
-// fastTakes reports whether r is the call fastGetToken answers itself.
-func fastTakes(r *http.Request) bool {
+// sharedValue returns whichever of the shared header values is v.
+func sharedValue(v string, shared ...[]string) []string {
+	for _, s := range shared {
+		if s[0] == v {
+			return s
+		}
+	}
+	return []string{v}
+}
+
+// fastFormOf reports which form of GetToken r is, if either.
+func fastFormOf(r *http.Request) fastForm {
 	if r.Method != http.MethodPost || r.URL.Path != brokerv1connect.TokenServiceGetTokenProcedure || r.URL.RawQuery != "" {
-		return false
+		return fastNone
 	}
 	h := r.Header
-	if ct := h["Content-Type"]; len(ct) != 1 || (ct[0] != fastJSONContentType[0] && ct[0] != fastJSONUTF8[0]) {
+	ct := h["Content-Type"]
+	if len(ct) != 1 {
+		return fastNone
+	}
+	switch ct[0] {
+	case fastJSON[0], fastJSONUTF8[0]:
+		if v, ok := h["Connect-Protocol-Version"]; ok && (len(v) != 1 || v[0] != "1") {
+			return fastNone
+		}
+		_, compressed := h["Content-Encoding"]
+		_, timeout := h["Connect-Timeout-Ms"]
+		if compressed || timeout {
+			return fastNone
+		}
+		return fastConnectJSON
+	case fastGRPC[0], fastGRPCProto[0]:
+		_, compressed := h["Grpc-Encoding"]
+		_, timeout := h["Grpc-Timeout"]
+		if accept, ok := h["Grpc-Accept-Encoding"]; ok && (len(accept) != 1 || accept[0] != "gzip") {
+			return fastNone // Connect negotiates anything else
+		}
+		if compressed || timeout || r.ProtoMajor != 2 {
+			return fastNone
+		}
+		return fastGRPCCall
+	}
+	return fastNone
+}
+
+// decodeFast decodes body into m, reporting false (for Connect to handle)
+// for anything but the plain form: JSON that decodeGetTokenRequest reads,
+// or exactly one uncompressed gRPC message.
+func decodeFast(form fastForm, body []byte, m *brokerv1.GetTokenRequest) bool {
+	if form == fastConnectJSON {
+		return decodeGetTokenRequest(body, m)
+	}
+	if len(body) < 5 || body[0] != 0 || int(binary.BigEndian.Uint32(body[1:5])) != len(body)-5 {
 		return false
 	}
-	if v, ok := h["Connect-Protocol-Version"]; ok && (len(v) != 1 || v[0] != "1") {
-		return false
+	return proto.Unmarshal(body[5:], m) == nil
+}
+
+// encodeFast is resp in the form's encoding: the kept bytes when resp is a
+// kept message.
+func encodeFast(kept *encodedTokens, form fastForm, resp *brokerv1.GetTokenResponse) ([]byte, error) {
+	json := form == fastConnectJSON
+	if out, ok := kept.encoded(resp, json); ok {
+		return out, nil
 	}
-	_, compressed := h["Content-Encoding"]
-	_, timeout := h["Connect-Timeout-Ms"]
-	return !compressed && !timeout
+	if json {
+		return protojson.MarshalOptions{}.Marshal(resp)
+	}
+	return proto.MarshalOptions{}.Marshal(resp)
 }
 
 // readBounded appends r's bytes to buf until EOF (whole) or until more

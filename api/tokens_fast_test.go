@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,7 +15,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 
+	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/crypto"
 	"github.com/irisx-broker/irisx-broker/token"
 )
@@ -37,10 +40,11 @@ func (passInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) c
 
 // callAnswer is what a client sees of one call, and what the broker logged.
 type callAnswer struct {
-	Status int
-	Header http.Header
-	Body   string
-	Log    string
+	Status  int
+	Header  http.Header
+	Trailer http.Header
+	Body    string
+	Log     string
 }
 
 var logTime = regexp.MustCompile(`"time":"[^"]*",`)
@@ -55,8 +59,19 @@ func callInternal(t *testing.T, b Broker, interceptors []connect.Interceptor, re
 	})
 	w := httptest.NewRecorder()
 	e.ServeHTTP(w, req())
-	h := w.Result().Header
+	res := w.Result()
+	h := res.Header
 	h.Del("X-Request-Id")
+	// Trailers are compared as the client gets them (res.Trailer): Connect's
+	// handler sets them with http.TrailerPrefix, its ErrorWriter (the fast
+	// path's errors) announces them in a Trailer header first, and on the
+	// wire both are the same trailing HEADERS frame.
+	h.Del("Trailer")
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			delete(h, k)
+		}
+	}
 	// The request log line differs in its id and latency; the rest of the
 	// log (the "rpc failed" line) must be the same.
 	var lines []string
@@ -65,7 +80,7 @@ func callInternal(t *testing.T, b Broker, interceptors []connect.Interceptor, re
 			lines = append(lines, logTime.ReplaceAllString(l, ""))
 		}
 	}
-	return callAnswer{Status: w.Code, Header: h, Body: w.Body.String(), Log: strings.Join(lines, "\n")}
+	return callAnswer{Status: w.Code, Header: h, Trailer: res.Trailer, Body: w.Body.String(), Log: strings.Join(lines, "\n")}
 }
 
 // The fast path answers exactly what Connect's handler answers: status,
@@ -115,6 +130,46 @@ func TestFastGetTokenMatchesConnect(t *testing.T) {
 		{"query", errBroker{tok: tok}, func() *http.Request { r := post(plain)(); r.URL.RawQuery = "x=1"; return r }},
 		{"no token", errBroker{tok: tok}, func() *http.Request { r := post(plain)(); r.Header.Del("Authorization"); return r }},
 	}
+	grpcMsg := func(m *brokerv1.GetTokenRequest) string {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(envelope(0, b))
+	}
+	grpcPlain := grpcMsg(&brokerv1.GetTokenRequest{IrisAppId: "@irisx/fast-app", AccountId: account})
+	grpc := func(body string, header ...string) func() *http.Request {
+		return func() *http.Request {
+			r := post(body, append([]string{"Content-Type", "application/grpc", "Te", "trailers"}, header...)...)()
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+			return r
+		}
+	}
+	cases = append(cases, []struct {
+		name string
+		b    Broker
+		req  func() *http.Request
+	}{
+		{"grpc", errBroker{tok: tok}, grpc(grpcPlain)},
+		{"grpc+proto", errBroker{tok: tok}, grpc(grpcPlain, "Content-Type", "application/grpc+proto")},
+		{"grpc accepts gzip", errBroker{tok: tok}, grpc(grpcPlain, "Grpc-Accept-Encoding", "gzip")},
+		{"grpc app left out", errBroker{tok: tok}, grpc(grpcMsg(&brokerv1.GetTokenRequest{AccountId: account, Scopes: []string{"a", "b"}}))},
+		{"grpc bad account", errBroker{tok: tok}, grpc(grpcMsg(&brokerv1.GetTokenRequest{AccountId: "x"}))},
+		{"grpc unknown install", errBroker{err: token.ErrNotFound}, grpc(grpcPlain)},
+		{"grpc unavailable", errBroker{err: token.ErrUnavailable}, grpc(grpcPlain)},
+		// Handed on to Connect:
+		{"grpc timeout", errBroker{tok: tok}, grpc(grpcPlain, "Grpc-Timeout", "5S")},
+		{"grpc accepts others", errBroker{tok: tok}, grpc(grpcPlain, "Grpc-Accept-Encoding", "deflate, gzip")},
+		{"grpc encoding", errBroker{tok: tok}, grpc(grpcPlain, "Grpc-Encoding", "gzip")},
+		{"grpc compressed flag", errBroker{tok: tok}, grpc("\x01" + grpcPlain[1:])},
+		{"grpc two messages", errBroker{tok: tok}, grpc(grpcPlain + grpcPlain)},
+		{"grpc truncated", errBroker{tok: tok}, grpc(grpcPlain[:len(grpcPlain)-3])},
+		{"grpc empty", errBroker{tok: tok}, grpc("")},
+		{"grpc not protobuf", errBroker{tok: tok}, grpc(string(envelope(0, []byte{0xff, 0xff, 0xff})))},
+		{"grpc+json", errBroker{tok: tok}, grpc(string(envelope(0, []byte(plain))), "Content-Type", "application/grpc+json")},
+		{"grpc over HTTP/1.1", errBroker{tok: tok}, func() *http.Request { r := grpc(grpcPlain)(); r.Proto, r.ProtoMajor = "HTTP/1.1", 1; return r }},
+		{"grpc no token", errBroker{tok: tok}, func() *http.Request { r := grpc(grpcPlain)(); r.Header.Del("Authorization"); return r }},
+	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			fast := callInternal(t, c.b, nil, c.req)
@@ -142,6 +197,15 @@ func TestFastGetTokenTakesOnlyPlainCalls(t *testing.T) {
 	if got := call(`{"accountId":"6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"}`, "application/json"); got != http.StatusOK || handedOn != 0 {
 		t.Fatalf("plain call: status %d, handed on %d times; want 200 answered by the fast path", got, handedOn)
 	}
+	msg, _ := proto.Marshal(&brokerv1.GetTokenRequest{AccountId: "6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"})
+	r := httptest.NewRequest(http.MethodPost, "/irisx.broker.v1.TokenService/GetToken", bytes.NewReader(envelope(0, msg)))
+	r.Header.Set("Content-Type", "application/grpc")
+	r.ProtoMajor = 2
+	w := httptest.NewRecorder()
+	f.ServeHTTP(w, r)
+	if w.Code != http.StatusOK || w.Result().Trailer.Get("Grpc-Status") != "0" || handedOn != 0 {
+		t.Fatalf("gRPC call: status %d, trailers %v, handed on %d times; want it answered by the fast path", w.Code, w.Result().Trailer, handedOn)
+	}
 	if got := call(`{"accountId":"6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"}`, "application/proto"); got != 299 || handedOn != 1 {
 		t.Fatalf("protobuf call: status %d, handed on %d times; want it handed on", got, handedOn)
 	}
@@ -157,4 +221,11 @@ func TestFastGetTokenTakesOnlyPlainCalls(t *testing.T) {
 	if got != long {
 		t.Fatalf("handed-on body: %d bytes, want the %d sent", len(got), len(long))
 	}
+}
+
+// envelope frames msg as one gRPC length-prefixed message.
+func envelope(flags byte, msg []byte) []byte {
+	out := []byte{flags, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(out[1:], uint32(len(msg)))
+	return append(out, msg...)
 }
