@@ -96,6 +96,7 @@ type runner struct {
 	tmp        string
 	binary     string
 	echoBinary string // the bare Echo baseline as a program of its own
+	grpcBinary string // the bare grpc-go baseline, likewise
 	keys       string
 	dbURL      string
 	sim        *harness.SimServer
@@ -153,6 +154,9 @@ func (r *runner) run(ctx context.Context) (err error) {
 		return err
 	}
 	if r.echoBinary, err = harness.Build(ctx, r.tmp, "./bench/echobaseline"); err != nil {
+		return err
+	}
+	if r.grpcBinary, err = harness.Build(ctx, r.tmp, "./bench/grpcbaseline"); err != nil {
 		return err
 	}
 	if r.keys, err = harness.NewKeys(); err != nil {

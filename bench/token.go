@@ -8,11 +8,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/labstack/echo/v4"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
+	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
 	"github.com/irisx-broker/irisx-broker/bench/harness"
 	"github.com/irisx-broker/irisx-broker/bench/loadgen"
@@ -70,13 +74,16 @@ func (r *runner) tokenPhase(ctx context.Context) error {
 
 	// gRPC clients multiplex calls on one HTTP/2 connection; eight calls
 	// per connection keeps one connection's framing from being the limit.
-	grpcClients := make([]brokerv1connect.TokenServiceClient, max(1, conns/8))
-	for i := range grpcClients {
-		grpcClients[i] = harness.TokenClient(loadgen.H2CClient(), child.InternalURL(), connect.WithGRPC())
-	}
-	grpcOp := func(ctx context.Context, w int) error {
-		_, err := harness.GetToken(ctx, grpcClients[w%len(grpcClients)], harness.App, cb.AccountID)
-		return err
+	grpcClients := max(1, conns/8)
+	grpcOp := func(url string) loadgen.Op {
+		clients := make([]brokerv1connect.TokenServiceClient, grpcClients)
+		for i := range clients {
+			clients[i] = harness.TokenClient(loadgen.H2CClient(), url, connect.WithGRPC())
+		}
+		return func(ctx context.Context, w int) error {
+			_, err := harness.GetToken(ctx, clients[w%len(clients)], harness.App, cb.AccountID)
+			return err
+		}
 	}
 	// The same bare server as a process of its own, like the broker: two
 	// Go runtimes sharing the CPUs cost something by themselves, and only a
@@ -86,24 +93,44 @@ func (r *runner) tokenPhase(ctx context.Context) error {
 	if err := os.WriteFile(answerFile, first.Raw, 0o600); err != nil {
 		return err
 	}
-	echoURL, echoPID, stopEcho, err := r.startOwnBaseline(ctx, answerFile)
+	echoURL, echoPID, stopEcho, err := r.startOwnBaseline(ctx, r.echoBinary, answerFile)
 	if err != nil {
 		return err
 	}
+	defer stopEcho()
+	// And a bare grpc-go server answering the same message in protobuf: what
+	// a gRPC call costs a server here before any of the broker's work.
+	answerProto, err := protoAnswer(first.Raw)
+	if err != nil {
+		return err
+	}
+	protoFile := filepath.Join(r.tmp, "answer.pb")
+	if err := os.WriteFile(protoFile, answerProto, 0o600); err != nil {
+		return err
+	}
+	bareGRPCURL, bareGRPCPID, stopGRPC, err := r.startOwnBaseline(ctx, r.grpcBinary, protoFile)
+	if err != nil {
+		return err
+	}
+	defer stopGRPC()
 	runs, err := runInterleaved(ctx, cfg, cpuRounds, []cpuLoad{
 		{jsonOp(echoURL), []int{echoPID, os.Getpid()}},
 		{jsonOp(child.InternalURL()), []int{child.PID, os.Getpid()}},
-		{grpcOp, []int{child.PID, os.Getpid()}},
+		{grpcOp(child.InternalURL()), []int{child.PID, os.Getpid()}},
+		{grpcOp(bareGRPCURL), []int{bareGRPCPID, os.Getpid()}},
 	})
 	stopEcho()
+	stopGRPC()
 	if err != nil {
 		return err
 	}
-	own, svc, grpc := runs[0], runs[1], runs[2]
+	own, svc, grpc, bareGRPC := runs[0], runs[1], runs[2], runs[3]
 	r.report.resultCPU(area, "bare Echo in its own process, same response bytes", own, "server", "bench process (client)")
 	r.report.resultCPU(area, "broker, Connect-JSON GetToken", svc, "server", "bench process (client)")
-	r.report.resultCPU(area, fmt.Sprintf("broker, gRPC GetToken (h2c, %d connections)", len(grpcClients)), grpc,
+	r.report.resultCPU(area, fmt.Sprintf("broker, gRPC GetToken (h2c, %d connections)", grpcClients), grpc,
 		"server", "bench process (client)")
+	r.report.resultCPU(area, fmt.Sprintf("bare grpc-go server in its own process, same answer in protobuf (h2c, %d connections)", grpcClients),
+		bareGRPC, "server", "bench process (client)")
 	missed := svc.perRequest(0) > time.Duration(tokenCPUTarget*float64(own.perRequest(0))) ||
 		grpc.perRequest(0) > svc.perRequest(0)
 	if r.opts.Profile == ProfileAll || (r.opts.Profile == ProfileMissed && missed) {
@@ -149,6 +176,9 @@ func (r *runner) tokenPhase(ctx context.Context) error {
 		Value: us(grpcCPU), Baseline: us(svcCPU) + " (Connect-JSON)",
 		Ratio: fmt.Sprintf("%.2f", grpcVsJSON), Target: "≤ 1.0",
 		Pass: pass(grpcVsJSON <= 1 && grpc.Errors == 0)})
+	r.report.add(Figure{Area: area, Name: "server CPU per cached GetToken, bare grpc-go server (no broker work) vs the broker's Connect-JSON",
+		Value: us(bareGRPC.perRequest(0)), Baseline: us(svcCPU) + " (broker, Connect-JSON)",
+		Ratio: cpuRatio(bareGRPC.perRequest(0), svcCPU)})
 	r.report.add(Figure{Area: area, Name: "client CPU per cached GetToken (bench process: load generator), gRPC vs Connect-JSON",
 		Value: us(grpc.perRequest(1)), Baseline: us(svc.perRequest(1)) + " (Connect-JSON client)",
 		Ratio: cpuRatio(grpc.perRequest(1), svc.perRequest(1))})
@@ -167,15 +197,15 @@ func (r *runner) tokenPhase(ctx context.Context) error {
 		Baseline: fmt.Sprintf("%s / %s (bare Echo); %s / %s (own process)", ms(base.Quantile(50)), ms(base.Quantile(99)),
 			ms(own.Quantile(50)), ms(own.Quantile(99))),
 		Ratio: fmt.Sprintf("%.2f (p99)", float64(svc.Quantile(99))/float64(max(own.Quantile(99), 1)))})
-	r.report.add(Figure{Area: area, Name: fmt.Sprintf("throughput, gRPC (h2c, %d conns), %d concurrent calls", len(grpcClients), conns),
+	r.report.add(Figure{Area: area, Name: fmt.Sprintf("throughput, gRPC (h2c, %d conns), %d concurrent calls", grpcClients, conns),
 		Value: perSecond(grpc), Baseline: perSecond(svc) + " (Connect-JSON)",
 		Ratio: fmt.Sprintf("%.2f", grpc.Throughput()/svc.Throughput()), Pass: nil})
 	r.report.add(Figure{Area: area, Name: "throughput, Connect-JSON, LOG_LEVEL=warn (no request log)",
 		Value: perSecond(noLog), Baseline: perSecond(base) + " (bare Echo)",
 		Ratio: fmt.Sprintf("%.2f", noLog.Throughput()/base.Throughput())})
-	r.tokenNotes(own, svc, grpc, noLog, ic)
-	if svc.Errors+grpc.Errors+noLog.Errors > 0 {
-		return fmt.Errorf("GetToken failed under load: %v / %v / %v", svc.FirstError, grpc.FirstError, noLog.FirstError)
+	r.tokenNotes(own, svc, grpc, bareGRPC, noLog, ic)
+	if svc.Errors+grpc.Errors+bareGRPC.Errors+noLog.Errors > 0 {
+		return fmt.Errorf("GetToken failed under load: %v / %v / %v / %v", svc.FirstError, grpc.FirstError, bareGRPC.FirstError, noLog.FirstError)
 	}
 	return nil
 }
@@ -203,18 +233,29 @@ func startBaseline(answer []byte) (url string, stop func(), err error) {
 	}, nil
 }
 
-// startOwnBaseline starts the bare Echo server as a process of its own
-// (bench/echobaseline) answering the bytes in answerFile.
-func (r *runner) startOwnBaseline(ctx context.Context, answerFile string) (url string, pid int, stop func(), err error) {
+// startOwnBaseline starts a bare baseline server (bench/echobaseline or
+// bench/grpcbaseline: binary ADDR FILE) as a process of its own, answering
+// the bytes in answerFile.
+func (r *runner) startOwnBaseline(ctx context.Context, binary, answerFile string) (url string, pid int, stop func(), err error) {
 	addr, err := harness.FreePort()
 	if err != nil {
 		return "", 0, nil, err
 	}
-	srv, err := harness.StartServer(ctx, r.echoBinary, []string{addr, answerFile}, addr, filepath.Join(r.tmp, "echobaseline.log"))
+	srv, err := harness.StartServer(ctx, binary, []string{addr, answerFile}, addr, filepath.Join(r.tmp, filepath.Base(binary)+".log"))
 	if err != nil {
 		return "", 0, nil, err
 	}
-	return "http://" + addr, srv.PID, func() { _ = srv.Kill() }, nil // no state, no graceful stop to test
+	var once sync.Once
+	return "http://" + addr, srv.PID, func() { once.Do(func() { _ = srv.Kill() }) }, nil // no state, no graceful stop to test
+}
+
+// protoAnswer is a Connect-JSON GetToken answer in protobuf.
+func protoAnswer(jsonAnswer []byte) ([]byte, error) {
+	var m brokerv1.GetTokenResponse
+	if err := protojson.Unmarshal(jsonAnswer, &m); err != nil {
+		return nil, fmt.Errorf("the GetToken answer: %w", err)
+	}
+	return proto.Marshal(&m)
 }
 
 // cpuRounds is how many turns each load of the CPU comparison takes.
@@ -257,28 +298,29 @@ func (r *runner) instructionFigures(ctx context.Context, answerFile string, json
 }
 
 // tokenNotes explains the cached-token figures with this run's numbers.
-func (r *runner) tokenNotes(own, svc, grpc, noLog cpuResult, ic *instructionCounts) {
+func (r *runner) tokenNotes(own, svc, grpc, bareGRPC, noLog cpuResult, ic *instructionCounts) {
 	const area = "Cached token"
-	e, j, g, q := own.perRequest(0), svc.perRequest(0), grpc.perRequest(0), noLog.perRequest(0)
+	e, j, g, q, b := own.perRequest(0), svc.perRequest(0), grpc.perRequest(0), noLog.perRequest(0), bareGRPC.perRequest(0)
 	r.report.note(area, "**Connect-JSON vs bare Echo.** The broker spent %s of server CPU per cached GetToken against %s "+
-		"for the bare Echo server answering the same bytes (%.2f×, target %.1f×), the two taking %d turns of %v each so that "+
-		"the machine's other load fell on both alike. A broker started with LOG_LEVEL=warn (no request log line) spent %s: "+
+		"for the bare Echo server answering the same bytes (%.2f×, target %.1f×), the loads taking %d turns of %v each so that "+
+		"the machine's other load fell on all alike. A broker started with LOG_LEVEL=warn (no request log line) spent %s: "+
 		"the log line is about %s of the difference (measured in a run of its own, so only roughly).",
 		us(j), us(e), float64(j)/float64(max(e, 1)), tokenCPUTarget, cpuRounds, r.sc.measure/cpuRounds, us(q), us(j-q))
 	r.report.note(area, "**gRPC vs Connect-JSON.** gRPC (h2c, %d calls on %d connections) cost %s per call against %s for "+
-		"Connect-JSON over HTTP/1.1 (%.2f×, target ≤ 1×); the client (the bench process) spent %s against %s. The gap is "+
-		"net/http's HTTP/2 server: a goroutine per stream, and three frames out per call (HEADERS, DATA, trailer HEADERS), "+
-		"each handed from the handler to the connection's goroutine and waited for, two of them written by a goroutine of "+
-		"their own (see the analysis below).",
-		r.sc.tokenConns, max(1, r.sc.tokenConns/8), us(g), us(j), float64(g)/float64(max(j, 1)), us(grpc.perRequest(1)), us(svc.perRequest(1)))
+		"Connect-JSON over HTTP/1.1 (%.2f×, target ≤ 1×); the client (the bench process) spent %s against %s. A bare grpc-go "+
+		"server answering the same message with no work at all, loaded the same way in the same turns, spent %s per call "+
+		"(%.2f× the broker's whole Connect-JSON call): on this machine a gRPC call costs a server more than an HTTP/1.1 "+
+		"request before any of the broker's work (see the analysis below).",
+		r.sc.tokenConns, max(1, r.sc.tokenConns/8), us(g), us(j), float64(g)/float64(max(j, 1)), us(grpc.perRequest(1)), us(svc.perRequest(1)),
+		us(b), float64(b)/float64(max(j, 1)))
 	if ic == nil {
 		return
 	}
 	r.report.note(area, "**Instructions (callgrind).** One request at a time, the bare Echo server executed %s per request, "+
 		"the broker %s over Connect-JSON (%.2f×) and %s over gRPC (%.2f× Connect-JSON). These are user-space instructions "+
 		"only: the kernel's share (read, write, epoll), most of a bare server's CPU, is not counted, so this ratio is higher "+
-		"than the CPU ratio; the %s the broker executes beyond bare Echo is its own work: the bearer check, Connect's "+
-		"handler, the token lookup, the log line and the metrics.",
+		"than the CPU ratio; the %s the broker executes beyond bare Echo is its own work: the bearer check, the GetToken "+
+		"short path, the token lookup, the log line and the metrics.",
 		kinstr(ic.echo.PerRequest), kinstr(ic.json.PerRequest), ic.json.PerRequest/ic.echo.PerRequest,
 		kinstr(ic.grpc.PerRequest), ic.grpc.PerRequest/ic.json.PerRequest, kinstr(ic.json.PerRequest-ic.echo.PerRequest))
 }
