@@ -120,14 +120,22 @@ func (s *Sim) TokenInfo(token string) (TokenInfo, bool) {
 	return info, true
 }
 
+// minSweepAt: below this many access tokens, expired ones are not swept.
+const minSweepAt = 1024
+
 // issueAccessLocked mints an access token for subject. s.mu must be held.
 func (s *Sim) issueAccessLocked(subject string, scopes []string) string {
 	now := s.opts.Now()
-	// Dropping expired tokens keeps a long-running dev simulator small.
-	for t, at := range s.access {
-		if !now.Before(at.info.ExpiresAt) {
-			delete(s.access, t)
+	// Dropping expired tokens keeps a long-running dev simulator small. The
+	// sweep runs once the map has doubled since the last one, so a mint
+	// costs O(1) on average however many tokens are live.
+	if len(s.access) >= s.sweepAt {
+		for t, at := range s.access {
+			if !now.Before(at.info.ExpiresAt) {
+				delete(s.access, t)
+			}
 		}
+		s.sweepAt = max(2*len(s.access), minSweepAt)
 	}
 	tok := randomToken(32)
 	s.access[tok] = accessToken{info: TokenInfo{Subject: subject, Scopes: slices.Clone(scopes), ExpiresAt: now.Add(s.opts.TokenTTL)}}

@@ -76,6 +76,7 @@ type Sim struct {
 	apiClients map[string]crypto.Secret // /token client id -> secret
 	refresh    map[string]*refreshToken
 	access     map[string]accessToken
+	sweepAt    int // len(access) at which issueAccessLocked next drops expired tokens
 	faults     map[string][]*Fault
 	holds      map[string]chan struct{}
 	requests   map[string][]TokenRequest // with Options.RecordRequests
