@@ -309,8 +309,8 @@ func (r *runner) tokenNotes(own, svc, grpc, bareGRPC, noLog cpuResult, ic *instr
 	r.report.note(area, "**gRPC vs Connect-JSON.** gRPC (h2c, %d calls on %d connections) cost %s per call against %s for "+
 		"Connect-JSON over HTTP/1.1 (%.2f×, target ≤ 1×); the client (the bench process) spent %s against %s. A bare grpc-go "+
 		"server answering the same message with no work at all, loaded the same way in the same turns, spent %s per call "+
-		"(%.2f× the broker's whole Connect-JSON call): on this machine a gRPC call costs a server more than an HTTP/1.1 "+
-		"request before any of the broker's work (see the analysis below).",
+		"(%.2f× the broker's whole Connect-JSON call) before any of the broker's work: what the HTTP/2 and gRPC framing "+
+		"alone cost a server here (see the analysis below).",
 		r.sc.tokenConns, max(1, r.sc.tokenConns/8), us(g), us(j), float64(g)/float64(max(j, 1)), us(grpc.perRequest(1)), us(svc.perRequest(1)),
 		us(b), float64(b)/float64(max(j, 1)))
 	if ic == nil {
