@@ -27,10 +27,13 @@ import (
 // and in the counted window.
 const callgrindWarmup = 200
 
-// callgrindEnv makes a Go program runnable under callgrind: the runtime's
+// callgrindEnv makes a Go program runnable under callgrind (the runtime's
 // asynchronous preemption signals trip an assertion in callgrind's signal
-// handling.
-const callgrindEnv = "GODEBUG=asyncpreemptoff=1"
+// handling) and its count repeatable: with the collector off no collection
+// cycle falls into one window and not another (a few hundred MB of garbage
+// over a window is nothing to this machine). The CPU rows are where the
+// collector's cost is counted.
+var callgrindEnv = []string{"GODEBUG=asyncpreemptoff=1", "GOGC=off"}
 
 // callgrind is a server process running under callgrind.
 type callgrind struct {
@@ -51,8 +54,9 @@ func valgrindPath() (valgrind, control string, ok bool) {
 // through env(1), which sets callgrindEnv and execs valgrind in the same
 // process, so the child's pid is the measured program's.
 func callgrindArgs(valgrind, out string, binary string, args ...string) []string {
-	return append([]string{callgrindEnv, valgrind, "--tool=callgrind", "--instr-atstart=no",
-		"--callgrind-out-file=" + out, binary}, args...)
+	cmd := append(append([]string{}, callgrindEnv...), valgrind, "--tool=callgrind", "--instr-atstart=no",
+		"--callgrind-out-file="+out, binary)
+	return append(cmd, args...)
 }
 
 // callgrindIdle is the idle window counted before each request window:

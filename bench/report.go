@@ -221,9 +221,17 @@ func methodNotes(sc scale) []string {
 			"whose token is cached, %d connections, against a bare Echo handler in the bench process answering the same "+
 			"route with the broker's own response bytes, and against the same bare server as a process of its own "+
 			"(`bench/echobaseline`), as the broker is. gRPC: the Connect Go client with `connect.WithGRPC()` over h2c, "+
-			"%d concurrent calls multiplexed on %d HTTP/2 connections. %v warm-up, then %v measured.",
-			sc.tokenConns, sc.tokenConns, max(1, sc.tokenConns/8), sc.warmup, sc.measure),
-		"Server CPU per request: utime+stime of the server process (all threads) from /proc/PID/stat read just before and just after each measured window (the warm-up is a load run of its own before it), divided by the requests sent in the window; the bare Echo and bare ReverseProxy baselines are each a process of their own so that they have a CPU time of their own. The bench process's CPU over the same window is the client's (load generator's) share. 10 ms ticks; a window holds seconds of CPU.",
+			"%d concurrent calls multiplexed on %d HTTP/2 connections, to the broker and to a bare grpc-go server "+
+			"answering the same message (`bench/grpcbaseline`, a process of its own). %v warm-up, then %v measured, "+
+			"the four loads taking %d turns. Instructions: the bare Echo server and the broker under "+
+			"`valgrind --tool=callgrind` with GOGC=off (no collection cycle in one window and not another), "+
+			"sequential requests on one connection, less the broker's idle rate.",
+			sc.tokenConns, sc.tokenConns, max(1, sc.tokenConns/8), sc.warmup, sc.measure, cpuRounds),
+		fmt.Sprintf("Tracing: two brokers on the same database serving the same cached token, one with tracing off and "+
+			"one exporting over OTLP/HTTP to a sink in the bench process with parentbased_traceidratio 0.01, both "+
+			"running at once and loaded in %d turns (%d connections, Connect-JSON GetToken), each with its own "+
+			"server CPU per request.", cpuRounds, sc.tokenConns),
+		"Server CPU per request: utime+stime of the server process (all threads) from /proc/PID/stat read just before and just after each measured window (the warm-up is a load run of its own before it), divided by the requests sent in the window; the bare Echo, bare grpc-go and bare ReverseProxy baselines are each a process of their own so that they have a CPU time of their own. The bench process's CPU over the same window is the client's (load generator's) share. 10 ms ticks; a window holds seconds of CPU.",
 		fmt.Sprintf("Install ingest: callbacks signed by the simulator (RS256) before timing, each for a new account with "+
 			"new credentials, answered 200 `installed` only after the commit, %d connections. Baseline: the same installs "+
 			"row (same columns, ciphertext-sized random bytes, key id) written by a raw pgx `INSERT ... ON CONFLICT DO "+

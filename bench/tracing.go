@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -20,7 +21,9 @@ const tracingRatioTarget = 0.95
 // tracingPhase measures cached GetToken (Connect-JSON) on a broker with
 // tracing on, sampler parentbased_traceidratio 0.01 exporting over OTLP to
 // a sink in the bench process, against a broker with tracing off; both are
-// fresh children on the same database, serving the same cached token.
+// children on the same database, serving the same cached token, running at
+// once and loaded in turns, so the machine's other load falls on both
+// alike and each has a CPU time of its own per request.
 func (r *runner) tracingPhase(ctx context.Context) error {
 	const area = "Tracing"
 	sinkURL, exports, stopSink, err := startOTLPSink()
@@ -34,55 +37,66 @@ func (r *runner) tracingPhase(ctx context.Context) error {
 		return err
 	}
 	setup := loadgen.HTTP1Client(1)
-	// The install is sent to the first child measured: the primary broker
-	// may be gone by now (the scale phase restarts it on its own data).
-	installed := false
 	body := harness.TokenRequestBody(harness.App, cb.AccountID)
 	conns := r.sc.tokenConns
 	cfg := loadgen.Config{Workers: conns, Warmup: r.sc.warmup, Duration: r.sc.measure}
 
-	measure := func(extra map[string]string) (loadgen.Result, error) {
+	// The install is sent to the first child started: the primary broker
+	// may be gone by now (the scale phase restarts it on its own data).
+	var children []*harness.Child
+	stopAll := func() error {
+		var errs []error
+		for _, c := range children {
+			errs = append(errs, stopChild(c)) // stopping flushes the exporter
+		}
+		children = nil
+		return errors.Join(errs...)
+	}
+	defer func() { _ = stopAll() }()
+	for i, extra := range []map[string]string{nil, {
+		"OTEL_EXPORTER_OTLP_ENDPOINT": sinkURL, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+		"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01",
+	}} {
 		child, err := r.startBroker(ctx, extra, "serve", "--migrate=false")
 		if err != nil {
-			return loadgen.Result{}, err
+			return err
 		}
+		children = append(children, child)
 		if _, err := child.WaitReady(ctx); err != nil {
-			return loadgen.Result{}, errors.Join(err, stopChild(child))
+			return err
 		}
-		if !installed {
+		if i == 0 {
 			if err := cb.PostInstalled(ctx, setup, child.PublicURL()); err != nil {
-				return loadgen.Result{}, errors.Join(err, stopChild(child))
+				return err
 			}
-			installed = true
 		}
 		// The first call fills this replica's cache (from the shared token).
 		if a, err := harness.GetTokenJSON(ctx, setup, child.InternalURL(), body); err != nil || a.HTTPStatus != http.StatusOK {
-			return loadgen.Result{}, errors.Join(fmt.Errorf("first GetToken: %d %s: %v", a.HTTPStatus, a.Code, err), stopChild(child))
+			return fmt.Errorf("first GetToken: %d %s: %v", a.HTTPStatus, a.Code, err)
 		}
+	}
+	op := func(url string) loadgen.Op {
 		client := loadgen.HTTP1Client(conns)
-		res, err := loadgen.Run(ctx, cfg, func(ctx context.Context, _ int) error {
-			a, err := harness.GetTokenJSON(ctx, client, child.InternalURL(), body)
+		return func(ctx context.Context, _ int) error {
+			a, err := harness.GetTokenJSON(ctx, client, url, body)
 			if err == nil && a.HTTPStatus != http.StatusOK {
 				err = fmt.Errorf("GetToken answered %d %s", a.HTTPStatus, a.Code)
 			}
 			return err
-		})
-		// Stopping flushes the exporter.
-		return res, errors.Join(err, stopChild(child))
+		}
 	}
-	off, err := measure(nil)
-	if err != nil {
-		return err
-	}
-	r.report.result(area, "broker, tracing off, Connect-JSON GetToken", off)
-	on, err := measure(map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": sinkURL, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-		"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01",
+	offChild, onChild := children[0], children[1]
+	runs, err := runInterleaved(ctx, cfg, cpuRounds, []cpuLoad{
+		{op(offChild.InternalURL()), []int{offChild.PID, os.Getpid()}},
+		{op(onChild.InternalURL()), []int{onChild.PID, os.Getpid()}},
 	})
-	if err != nil {
+	if err = errors.Join(err, stopAll()); err != nil {
 		return err
 	}
-	r.report.result(area, "broker, tracing on (OTLP, parentbased_traceidratio 0.01), Connect-JSON GetToken", on)
+	off, on := runs[0], runs[1]
+	r.report.resultCPU(area, "broker, tracing off, Connect-JSON GetToken", off, "server", "bench process (client)")
+	r.report.resultCPU(area, "broker, tracing on (OTLP, parentbased_traceidratio 0.01), Connect-JSON GetToken", on,
+		"server", "bench process (client)")
 	r.report.detail(area, "the OTLP sink received %d export requests from the traced broker", exports.Load())
 
 	ratio := on.Throughput() / off.Throughput()
@@ -90,6 +104,9 @@ func (r *runner) tracingPhase(ctx context.Context) error {
 		Value: perSecond(on), Baseline: perSecond(off) + " (tracing off)",
 		Ratio: fmt.Sprintf("%.2f", ratio), Target: fmt.Sprintf("≥ %.2f", tracingRatioTarget),
 		Pass: pass(ratio >= tracingRatioTarget && on.Errors == 0 && exports.Load() > 0)})
+	r.report.add(Figure{Area: area, Name: "server CPU per cached GetToken, tracing on (parentbased_traceidratio 0.01) vs off",
+		Value: us(on.perRequest(0)), Baseline: us(off.perRequest(0)) + " (tracing off)",
+		Ratio: cpuRatio(on.perRequest(0), off.perRequest(0))})
 	if on.Errors+off.Errors > 0 {
 		return fmt.Errorf("GetToken failed under load: %v / %v", off.FirstError, on.FirstError)
 	}
