@@ -15,12 +15,14 @@ import (
 	"github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1/brokerv1connect"
 )
 
-// fastGetToken answers the two commonest forms of GetToken with the bytes
+// fastGetToken answers the commonest forms of GetToken with the bytes
 // Connect's handler would write, without building Connect's per-call
 // request, response and connection objects:
 //
 //   - a Connect-protocol unary call with a plain JSON body (what curl and
-//     most HTTP clients send), and
+//     most HTTP clients send),
+//   - a Connect-protocol unary call with a protobuf body (what Connect's
+//     clients send by default, the client package's among them), and
 //   - a gRPC call over HTTP/2 with one uncompressed protobuf message (what
 //     gRPC clients send).
 //
@@ -48,6 +50,7 @@ var fastBodyPool = sync.Pool{New: func() any { b := make([]byte, 0, fastBodyMax)
 var (
 	fastJSON              = []string{"application/json"}
 	fastJSONUTF8          = []string{"application/json; charset=utf-8"}
+	fastProto             = []string{"application/proto"}
 	fastGRPC              = []string{"application/grpc"}
 	fastGRPCProto         = []string{"application/grpc+proto"}
 	fastAcceptCompression = []string{"gzip"}
@@ -59,6 +62,7 @@ type fastForm int
 const (
 	fastNone fastForm = iota
 	fastConnectJSON
+	fastConnectProto
 	fastGRPCCall
 )
 
@@ -106,9 +110,9 @@ func (f *fastGetToken) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = errorWriter.Write(w, r, rpcFailed(r.Context(), f.logger, brokerv1connect.TokenServiceGetTokenProcedure, err))
 		return
 	}
-	h["Content-Type"] = sharedValue(ct, fastJSON, fastJSONUTF8, fastGRPC, fastGRPCProto)
+	h["Content-Type"] = sharedValue(ct, fastJSON, fastJSONUTF8, fastProto, fastGRPC, fastGRPCProto)
 	w.WriteHeader(http.StatusOK)
-	if form == fastConnectJSON {
+	if form != fastGRPCCall {
 		_, _ = w.Write(out)
 		return
 	}
@@ -140,7 +144,7 @@ func fastFormOf(r *http.Request) fastForm {
 		return fastNone
 	}
 	switch ct[0] {
-	case fastJSON[0], fastJSONUTF8[0]:
+	case fastJSON[0], fastJSONUTF8[0], fastProto[0]:
 		if v, ok := h["Connect-Protocol-Version"]; ok && (len(v) != 1 || v[0] != "1") {
 			return fastNone
 		}
@@ -148,6 +152,9 @@ func fastFormOf(r *http.Request) fastForm {
 		_, timeout := h["Connect-Timeout-Ms"]
 		if compressed || timeout {
 			return fastNone
+		}
+		if ct[0] == fastProto[0] {
+			return fastConnectProto
 		}
 		return fastConnectJSON
 	case fastGRPC[0], fastGRPCProto[0]:
@@ -166,10 +173,13 @@ func fastFormOf(r *http.Request) fastForm {
 
 // decodeFast decodes body into m, reporting false (for Connect to handle)
 // for anything but the plain form: JSON that decodeGetTokenRequest reads,
-// or exactly one uncompressed gRPC message.
+// a protobuf message, or exactly one uncompressed gRPC message.
 func decodeFast(form fastForm, body []byte, m *brokerv1.GetTokenRequest) bool {
-	if form == fastConnectJSON {
+	switch form {
+	case fastConnectJSON:
 		return decodeGetTokenRequest(body, m)
+	case fastConnectProto:
+		return proto.Unmarshal(body, m) == nil
 	}
 	if len(body) < 5 || body[0] != 0 || int(binary.BigEndian.Uint32(body[1:5])) != len(body)-5 {
 		return false

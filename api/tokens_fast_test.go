@@ -145,11 +145,34 @@ func TestFastGetTokenMatchesConnect(t *testing.T) {
 			return r
 		}
 	}
+	protoMsg := func(m *brokerv1.GetTokenRequest) string {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	protoPlain := protoMsg(&brokerv1.GetTokenRequest{IrisAppId: "@irisx/fast-app", AccountId: account})
+	protobuf := func(body string, header ...string) func() *http.Request {
+		return post(body, append([]string{"Content-Type", "application/proto"}, header...)...)
+	}
 	cases = append(cases, []struct {
 		name string
 		b    Broker
 		req  func() *http.Request
 	}{
+		{"proto", errBroker{tok: tok}, protobuf(protoPlain)},
+		{"proto accepts gzip", errBroker{tok: tok}, protobuf(protoPlain, "Accept-Encoding", "gzip", "Connect-Protocol-Version", "1")},
+		{"proto app left out", errBroker{tok: tok}, protobuf(protoMsg(&brokerv1.GetTokenRequest{AccountId: account, MinValidSeconds: 30}))},
+		{"proto empty", errBroker{tok: tok}, protobuf("")},
+		{"proto bad account", errBroker{tok: tok}, protobuf(protoMsg(&brokerv1.GetTokenRequest{AccountId: "x"}))},
+		{"proto unknown install", errBroker{err: token.ErrNotFound}, protobuf(protoPlain)},
+		{"proto unavailable", errBroker{err: token.ErrUnavailable}, protobuf(protoPlain)},
+		// Handed on to Connect:
+		{"proto not protobuf", errBroker{tok: tok}, protobuf("\xff\xff\xff")},
+		{"proto timeout", errBroker{tok: tok}, protobuf(protoPlain, "Connect-Timeout-Ms", "5000")},
+		{"proto gzip body", errBroker{tok: tok}, protobuf(protoPlain, "Content-Encoding", "gzip")},
+		{"proto no token", errBroker{tok: tok}, func() *http.Request { r := protobuf(protoPlain)(); r.Header.Del("Authorization"); return r }},
 		{"grpc", errBroker{tok: tok}, grpc(grpcPlain)},
 		{"grpc+proto", errBroker{tok: tok}, grpc(grpcPlain, "Content-Type", "application/grpc+proto")},
 		{"grpc accepts gzip", errBroker{tok: tok}, grpc(grpcPlain, "Grpc-Accept-Encoding", "gzip")},
@@ -206,8 +229,11 @@ func TestFastGetTokenTakesOnlyPlainCalls(t *testing.T) {
 	if w.Code != http.StatusOK || w.Result().Trailer.Get("Grpc-Status") != "0" || handedOn != 0 {
 		t.Fatalf("gRPC call: status %d, trailers %v, handed on %d times; want it answered by the fast path", w.Code, w.Result().Trailer, handedOn)
 	}
-	if got := call(`{"accountId":"6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"}`, "application/proto"); got != 299 || handedOn != 1 {
-		t.Fatalf("protobuf call: status %d, handed on %d times; want it handed on", got, handedOn)
+	if got := call(string(msg), "application/proto"); got != http.StatusOK || handedOn != 0 {
+		t.Fatalf("Connect protobuf call: status %d, handed on %d times; want 200 answered by the fast path", got, handedOn)
+	}
+	if got := call(`{"accountId":"6b5cb246-7945-4bb6-bec5-2a1413ffd1b3"}`, "application/connect+proto"); got != 299 || handedOn != 1 {
+		t.Fatalf("streaming content type: status %d, handed on %d times; want it handed on", got, handedOn)
 	}
 	// A body handed on after the fast path read it reaches Connect whole.
 	var got string
