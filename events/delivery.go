@@ -172,15 +172,15 @@ func New(cfg Config) (*Deliverer, error) {
 	if err := river.AddWorkerSafely(workers, &retentionWorker{d: d}); err != nil {
 		return nil, err
 	}
+	// Both on every replica: River's leader enqueues them wherever its
+	// webhook setting (sweepArgs waits for a replica that has one).
 	periodic := []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(retentionInterval),
 			func() (river.JobArgs, *river.InsertOpts) { return retentionArgs{}, nil },
 			&river.PeriodicJobOpts{ID: "irisx_event_retention", RunOnStart: true}),
-	}
-	if d.url != "" {
-		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(sweepInterval),
+		river.NewPeriodicJob(river.PeriodicInterval(sweepInterval),
 			func() (river.JobArgs, *river.InsertOpts) { return sweepArgs{}, nil },
-			&river.PeriodicJobOpts{ID: "irisx_event_sweep", RunOnStart: true}))
+			&river.PeriodicJobOpts{ID: "irisx_event_sweep", RunOnStart: true}),
 	}
 	// River's own chatter (leadership, maintenance) stays below warn.
 	riverLog := slog.New(levelFloor{d.log.Handler(), slog.LevelWarn})

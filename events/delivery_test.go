@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/internal/testkit"
 	"github.com/irisx-broker/irisx-broker/store"
@@ -257,5 +259,30 @@ func TestReplicaWithoutWebhookLeavesDeliveries(t *testing.T) {
 	testkit.WaitForWithin(t, 10*time.Second, "every event delivered by the replica with a webhook", allDelivered(r))
 	if got := len(recv.requests()); got != n {
 		t.Errorf("%d webhook requests, want %d", got, n)
+	}
+}
+
+// The sweeper runs even when River's leader is a replica without a
+// webhook: the leader queues the sweep, a replica with a webhook works it
+// and delivers a pending event whose delivery job was lost.
+func TestSweepQueuedByLeaderWithoutWebhook(t *testing.T) {
+	t.Parallel()
+	recv := newReceiver(t)
+	dbURL := testdb.NewDatabase(t)
+	leader := newRig(t, "", dbURL, nil) // started first, so River's leader
+	// A pending event with no job, as after a discarded job.
+	leader.st.SetEventEnqueuer(func(context.Context, pgx.Tx, store.InstallKey) error { return nil })
+	leader.install(t, 1, "a")
+	sweepQueued := func() bool {
+		var n int
+		err := leader.pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM river_job WHERE kind = 'irisx_event_sweep' AND queue = 'irisx_event_delivery'`).Scan(&n)
+		return err == nil && n == 1
+	}
+	testkit.WaitForWithin(t, 30*time.Second, "the leader without a webhook queues the sweep", sweepQueued)
+	r := newRig(t, recv.srv.URL, dbURL, nil)
+	testkit.WaitForWithin(t, 20*time.Second, "the event delivered by the replica with a webhook", allDelivered(r))
+	if got := len(recv.requests()); got != 1 {
+		t.Errorf("%d webhook requests, want 1", got)
 	}
 }

@@ -143,10 +143,21 @@ func (d *Deliverer) failed(ctx context.Context, ev *store.LifecycleEvent, reason
 
 // sweepArgs: the periodic job re-enqueuing installs whose due events have
 // no job (their job was discarded, or the webhook was configured after
-// they were written with another replica's settings).
+// they were written with another replica's settings). Every replica
+// schedules it, since River's leader (whichever replica that is) enqueues
+// periodic jobs; it waits in deliveryQueue, so only a replica with a
+// webhook works it, and at most one waits: a fleet with no webhook at all
+// holds one sweep job that never runs, rather than one delivery job per
+// install with events.
 type sweepArgs struct{}
 
 func (sweepArgs) Kind() string { return "irisx_event_sweep" }
+
+func (sweepArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: deliveryQueue, UniqueOpts: river.UniqueOpts{ByState: []rivertype.JobState{
+		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled,
+	}}}
+}
 
 type sweepWorker struct {
 	river.WorkerDefaults[sweepArgs]
