@@ -22,7 +22,9 @@ func TestAdminLifecycleEventsAndRedeliver(t *testing.T) {
 	h.install(t, acct)
 	evs, _ := h.st.ListLifecycleEvents(context.Background(), 0, 10)
 	// Mark it delivered, as the worker would.
-	if err := h.st.MarkEventDelivered(context.Background(), evs[0].Seq, evs[0].OccurredAt); err != nil {
+	key := store.InstallKey{IrisAppID: evs[0].IrisAppID, AccountID: evs[0].AccountID}
+	if _, err := h.st.MarkDeliveredFinishIfIdle(context.Background(), key, evs[0].Seq, evs[0].OccurredAt,
+		func(pgx.Tx) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

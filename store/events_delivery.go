@@ -107,11 +107,6 @@ const markDeliveredSQL = `UPDATE install_events_out SET
 		leased_until = NULL, next_attempt_at = NULL, last_error = NULL
 		WHERE id = $1 AND delivery_state = 'pending'`
 
-// MarkEventDelivered records a 2xx for the event.
-func (s *Store) MarkEventDelivered(ctx context.Context, seq int64, at time.Time) error {
-	return s.execEvent(ctx, "mark event delivered", markDeliveredSQL, seq, pgTime(at))
-}
-
 // MarkEventFailed records a failed attempt: the next one is due at next.
 func (s *Store) MarkEventFailed(ctx context.Context, seq int64, next time.Time, lastError string) error {
 	return s.execEvent(ctx, "mark event failed", `UPDATE install_events_out SET

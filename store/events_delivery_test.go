@@ -85,9 +85,13 @@ func TestLeaseHeadEvent(t *testing.T) {
 		t.Fatalf("second lease: got %+v", h.Event)
 	}
 
-	// Delivered: the next event becomes the head.
-	if err := e.store.MarkEventDelivered(c, first.Seq, next); err != nil {
-		t.Fatal(err)
+	// Delivered: the next event becomes the head (and the job goes on).
+	idle, err := e.store.MarkDeliveredFinishIfIdle(c, key, first.Seq, next, func(pgx.Tx) error {
+		t.Error("the job was finished with an event pending")
+		return nil
+	})
+	if err != nil || idle {
+		t.Fatalf("marking the head delivered: idle %v, %v; want the next event pending", idle, err)
 	}
 	h = lookup(next)
 	if h.Event == nil || h.Event.Type != store.EventUninstalled || h.Event.Seq <= first.Seq {
