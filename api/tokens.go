@@ -42,7 +42,7 @@ func (s *tokenService) GetToken(ctx context.Context, req *connect.Request[broker
 	return connect.NewResponse(resp), nil
 }
 
-// getToken is GetToken's work, shared with the Connect-JSON fast path
+// getToken is GetToken's work, shared with the short path
 // (api/tokens_fast.go).
 func (s *tokenService) getToken(ctx context.Context, m *brokerv1.GetTokenRequest) (*brokerv1.GetTokenResponse, error) {
 	app := m.GetIrisAppId()

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"sync"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	brokerv1 "github.com/irisx-broker/irisx-broker/api/gen/irisx/broker/v1"
@@ -133,7 +132,7 @@ func sharedValue(v string, shared ...[]string) []string {
 	return []string{v}
 }
 
-// fastFormOf reports which form of GetToken r is, if either.
+// fastFormOf reports which form of GetToken r is, if any.
 func fastFormOf(r *http.Request) fastForm {
 	if r.Method != http.MethodPost || r.URL.Path != brokerv1connect.TokenServiceGetTokenProcedure || r.URL.RawQuery != "" {
 		return fastNone
@@ -187,17 +186,16 @@ func decodeFast(form fastForm, body []byte, m *brokerv1.GetTokenRequest) bool {
 	return proto.Unmarshal(body[5:], m) == nil
 }
 
-// encodeFast is resp in the form's encoding: the kept bytes when resp is a
-// kept message.
+// encodeFast is resp in the form's encoding: the kept bytes themselves
+// when resp is a kept message (the codec would copy them), else what the
+// token service's codec writes.
 func encodeFast(kept *encodedTokens, form fastForm, resp *brokerv1.GetTokenResponse) ([]byte, error) {
 	json := form == fastConnectJSON
 	if out, ok := kept.encoded(resp, json); ok {
 		return out, nil
 	}
-	if json {
-		return protojson.MarshalOptions{}.Marshal(resp)
-	}
-	return proto.MarshalOptions{}.Marshal(resp)
+	c := cachingCodec{json: json}
+	return c.Marshal(resp)
 }
 
 // readBounded appends r's bytes to buf until EOF (whole) or until more
