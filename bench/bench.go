@@ -48,6 +48,11 @@ type Options struct {
 	ListInstalls int
 }
 
+// grpcConns is the HTTP/2 connections the cached-token phase's gRPC load
+// multiplexes its tokenConns calls on: eight calls per connection keeps
+// one connection's framing from being the limit.
+func (sc scale) grpcConns() int { return max(1, sc.tokenConns/8) }
+
 // scale is the size of every phase.
 type scale struct {
 	warmup, measure time.Duration

@@ -31,13 +31,10 @@ func (c cpuResult) perRequest(i int) time.Duration {
 // reading the utime+stime of every pid (the server, and where useful the
 // bench process for the client's share) just before and just after it.
 func runCPU(ctx context.Context, cfg loadgen.Config, op loadgen.Op, pids ...int) (cpuResult, error) {
-	if cfg.Warmup > 0 {
-		warm := loadgen.Config{Workers: cfg.Workers, Duration: cfg.Warmup, OpTimeout: cfg.OpTimeout, Interval: cfg.Interval}
-		if _, err := loadgen.Run(ctx, warm, op); err != nil {
-			return cpuResult{}, err
-		}
-		cfg.Warmup = 0
+	if err := warmUp(ctx, cfg, op); err != nil {
+		return cpuResult{}, err
 	}
+	cfg.Warmup = 0
 	before, err := cpuTimes(pids)
 	if err != nil {
 		return cpuResult{}, err
@@ -55,6 +52,17 @@ func runCPU(ctx context.Context, cfg loadgen.Config, op loadgen.Op, pids ...int)
 		out.CPU[i] = after[i] - before[i]
 	}
 	return out, nil
+}
+
+// warmUp runs cfg's warm-up (if any) as a load run of its own, so the
+// measured window that follows starts with warm connections.
+func warmUp(ctx context.Context, cfg loadgen.Config, op loadgen.Op) error {
+	if cfg.Warmup <= 0 {
+		return nil
+	}
+	warm := loadgen.Config{Workers: cfg.Workers, Duration: cfg.Warmup, OpTimeout: cfg.OpTimeout, Interval: cfg.Interval}
+	_, err := loadgen.Run(ctx, warm, op)
+	return err
 }
 
 func cpuTimes(pids []int) ([]time.Duration, error) {
@@ -99,12 +107,9 @@ type cpuLoad struct {
 // falls on every load alike, which a run of each after the other does not
 // give on a shared machine.
 func runInterleaved(ctx context.Context, cfg loadgen.Config, rounds int, loads []cpuLoad) ([]cpuResult, error) {
-	if cfg.Warmup > 0 {
-		warm := loadgen.Config{Workers: cfg.Workers, Duration: cfg.Warmup, OpTimeout: cfg.OpTimeout, Interval: cfg.Interval}
-		for _, l := range loads {
-			if _, err := loadgen.Run(ctx, warm, l.op); err != nil {
-				return nil, err
-			}
+	for _, l := range loads {
+		if err := warmUp(ctx, cfg, l.op); err != nil {
+			return nil, err
 		}
 	}
 	round := cfg

@@ -60,13 +60,18 @@ func (r *runner) runProfiled(ctx context.Context, title string, child *harness.C
 	if err != nil {
 		return res, err
 	}
-	missed := !ok(res)
-	if r.opts.Profile == ProfileAll || (r.opts.Profile == ProfileMissed && missed) {
+	if r.profiles(!ok(res)) {
 		if err := r.profileInProcess(ctx, title, cfg, mkOp); err != nil {
 			return res, fmt.Errorf("profiling %s: %w", title, err)
 		}
 	}
 	return res, nil
+}
+
+// profiles reports whether a load is to be profiled in process, given
+// whether it missed its target.
+func (r *runner) profiles(missed bool) bool {
+	return r.opts.Profile == ProfileAll || (r.opts.Profile == ProfileMissed && missed)
 }
 
 func (r *runner) profileInProcess(ctx context.Context, title string, cfg loadgen.Config, mkOp opMaker) error {

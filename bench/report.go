@@ -226,7 +226,7 @@ func methodNotes(sc scale) []string {
 			"the four loads taking %d turns. Instructions: the bare Echo server and the broker under "+
 			"`valgrind --tool=callgrind` with GOGC=off (no collection cycle in one window and not another), "+
 			"sequential requests on one connection, less the broker's idle rate.",
-			sc.tokenConns, sc.tokenConns, max(1, sc.tokenConns/8), sc.warmup, sc.measure, cpuRounds),
+			sc.tokenConns, sc.tokenConns, sc.grpcConns(), sc.warmup, sc.measure, cpuRounds),
 		fmt.Sprintf("Tracing: two brokers on the same database serving the same cached token, one with tracing off and "+
 			"one exporting over OTLP/HTTP to a sink in the bench process with parentbased_traceidratio 0.01, both "+
 			"running at once and loaded in %d turns (%d connections, Connect-JSON GetToken), each with its own "+

@@ -72,9 +72,7 @@ func (r *runner) tokenPhase(ctx context.Context) error {
 	}
 	r.report.result(area, "bare Echo in the bench process, same response bytes", base)
 
-	// gRPC clients multiplex calls on one HTTP/2 connection; eight calls
-	// per connection keeps one connection's framing from being the limit.
-	grpcClients := max(1, conns/8)
+	grpcClients := r.sc.grpcConns()
 	grpcOp := func(url string) loadgen.Op {
 		clients := make([]brokerv1connect.TokenServiceClient, grpcClients)
 		for i := range clients {
@@ -133,7 +131,7 @@ func (r *runner) tokenPhase(ctx context.Context) error {
 		bareGRPC, "server", "bench process (client)")
 	missed := svc.perRequest(0) > time.Duration(tokenCPUTarget*float64(own.perRequest(0))) ||
 		grpc.perRequest(0) > svc.perRequest(0)
-	if r.opts.Profile == ProfileAll || (r.opts.Profile == ProfileMissed && missed) {
+	if r.profiles(missed) {
 		if err := r.profileInProcess(ctx, area+" (Connect-JSON GetToken)", cfg,
 			func(s service) (loadgen.Op, error) { return jsonOp(s.InternalURL), nil }); err != nil {
 			return fmt.Errorf("profiling: %w", err)
@@ -154,13 +152,8 @@ func (r *runner) tokenPhase(ctx context.Context) error {
 		return err
 	}
 	r.report.resultCPU(area, "broker with LOG_LEVEL=warn, Connect-JSON GetToken", noLog, "server")
-	ic, err := r.instructionFigures(ctx, answerFile, jsonOp, func(url string) loadgen.Op {
-		c := harness.TokenClient(loadgen.H2CClient(), url, connect.WithGRPC())
-		return func(ctx context.Context, _ int) error {
-			_, err := harness.GetToken(ctx, c, harness.App, cb.AccountID)
-			return err
-		}
-	})
+	// Under callgrind one worker sends every call, on grpcOp's first client.
+	ic, err := r.instructionFigures(ctx, answerFile, jsonOp, grpcOp)
 	if err != nil {
 		return err
 	}
@@ -311,7 +304,7 @@ func (r *runner) tokenNotes(own, svc, grpc, bareGRPC, noLog cpuResult, ic *instr
 		"server answering the same message with no work at all, loaded the same way in the same turns, spent %s per call "+
 		"(%.2f× the broker's whole Connect-JSON call) before any of the broker's work: what the HTTP/2 and gRPC framing "+
 		"alone cost a server here (see the analysis below).",
-		r.sc.tokenConns, max(1, r.sc.tokenConns/8), us(g), us(j), float64(g)/float64(max(j, 1)), us(grpc.perRequest(1)), us(svc.perRequest(1)),
+		r.sc.tokenConns, r.sc.grpcConns(), us(g), us(j), float64(g)/float64(max(j, 1)), us(grpc.perRequest(1)), us(svc.perRequest(1)),
 		us(b), float64(b)/float64(max(j, 1)))
 	if ic == nil {
 		return
