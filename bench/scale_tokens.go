@@ -260,11 +260,15 @@ func (r *runner) cachedTokensRun(ctx context.Context, standIn *tokenStandIn, acc
 		}
 		return v, err
 	}
-	hits0, err := scrape(installCacheHits)
-	if err != nil {
-		return rssRun{}, err
+	// The cache hits and the garbage collections so far.
+	counters := func() (hits, gcs float64, err error) {
+		if hits, err = scrape(installCacheHits); err != nil {
+			return 0, 0, err
+		}
+		gcs, err = scrape("go_gc_duration_seconds_count")
+		return hits, gcs, err
 	}
-	gcs0, err := scrape("go_gc_duration_seconds_count")
+	hits0, gcs0, err := counters()
 	if err != nil {
 		return rssRun{}, err
 	}
@@ -274,11 +278,7 @@ func (r *runner) cachedTokensRun(ctx context.Context, standIn *tokenStandIn, acc
 		return rssRun{}, err
 	}
 	againTime := time.Since(againStart)
-	hits1, err := scrape(installCacheHits)
-	if err != nil {
-		return rssRun{}, err
-	}
-	gcs1, err := scrape("go_gc_duration_seconds_count")
+	hits1, gcs1, err := counters()
 	if err != nil {
 		return rssRun{}, err
 	}
