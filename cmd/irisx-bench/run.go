@@ -19,7 +19,7 @@ const usage = `usage: irisx-bench [flags]
 Builds the broker, runs it against a fresh database (created and dropped on
 the Postgres server of -db) and the Trackunit simulator, prints the results
 table and writes the report. Needs the go command and a Postgres user that may
-create databases. Takes about ten minutes; -quick takes seconds.
+create databases. Takes about fifteen minutes; -quick takes seconds.
 
 flags:
 `
