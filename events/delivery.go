@@ -172,7 +172,7 @@ func New(cfg Config) (*Deliverer, error) {
 	if err := river.AddWorkerSafely(workers, &retentionWorker{d: d}); err != nil {
 		return nil, err
 	}
-	// Both on every replica: River's leader enqueues them wherever its
+	// Both on every replica: River's leader enqueues them whatever its own
 	// webhook setting (sweepArgs waits for a replica that has one).
 	periodic := []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(retentionInterval),

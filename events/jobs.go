@@ -29,13 +29,17 @@ func (deliverArgs) Kind() string { return "irisx_event_delivery" }
 // mid-rollout) never takes an install's job and drops its events.
 const deliveryQueue = "irisx_event_delivery"
 
-// InsertOpts: in deliveryQueue, unique per install in River's minimal set
-// of states. A job that failed on a database error (retryable) may meet a
-// new one; River's scheduler then discards the later of the two.
+// waitingStates is River's minimal set of states for a unique job: one
+// job of a kind (and args) waits or runs at a time.
+var waitingStates = []rivertype.JobState{
+	rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled,
+}
+
+// InsertOpts: in deliveryQueue, unique per install in waitingStates. A
+// job that failed on a database error (retryable) may meet a new one;
+// River's scheduler then discards the later of the two.
 func (deliverArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: deliveryQueue, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
-		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled,
-	}}}
+	return river.InsertOpts{Queue: deliveryQueue, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: waitingStates}}
 }
 
 type deliverWorker struct {
@@ -154,9 +158,7 @@ type sweepArgs struct{}
 func (sweepArgs) Kind() string { return "irisx_event_sweep" }
 
 func (sweepArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: deliveryQueue, UniqueOpts: river.UniqueOpts{ByState: []rivertype.JobState{
-		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled,
-	}}}
+	return river.InsertOpts{Queue: deliveryQueue, UniqueOpts: river.UniqueOpts{ByState: waitingStates}}
 }
 
 type sweepWorker struct {
