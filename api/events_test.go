@@ -45,8 +45,9 @@ func newEventsHarness(t *testing.T, redeliver bool) *eventsHarness {
 	}
 	t.Cleanup(pool.Close)
 	st := store.New(pool, testkit.Keyring(t, testkit.KeySpec))
-	stream := events.NewStream(st, dbURL, nil)
-	go func() { _ = stream.Run(ctx) }()
+	stream := events.NewStream(st, nil)
+	go stream.Run(ctx)
+	go func() { _ = st.Listen(ctx, func(string, string) {}, func() {}, nil) }()
 	deps := &api.EventsDeps{Store: st, Watch: stream.Watch}
 	if redeliver {
 		deps.Redeliver = func(ctx context.Context, seq int64) (store.LifecycleEvent, error) {

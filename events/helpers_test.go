@@ -147,6 +147,18 @@ func (o *countingObserver) EventGivenUp()                { o.mu.Lock(); o.givenU
 
 // newRig starts a deliverer posting to url (empty: no webhook) on a fresh
 // database, or on dbURL when given (a second replica).
+// startStream runs a Stream over st, woken by st's LISTEN connection as
+// in serve, until the test ends.
+func startStream(t *testing.T, st *store.Store) *events.Stream {
+	t.Helper()
+	s := events.NewStream(st, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.Run(ctx)
+	go func() { _ = st.Listen(ctx, func(string, string) {}, func() {}, nil) }()
+	return s
+}
+
 func newRig(t *testing.T, url, dbURL string, tweak func(*events.Config)) *rig {
 	t.Helper()
 	if dbURL == "" {

@@ -22,14 +22,14 @@ const (
 	latestPoll = 250 * time.Millisecond
 )
 
-// Stream serves WatchEvents: it runs the replica's Sequencer, LISTENs for
-// the batches of newly numbered events (any replica's) and wakes every
-// watcher, which then reads what follows its last id. Ids are assigned in
-// commit order and readers see numbered events only, so reading "after the
-// last id seen" has no gap and no duplicate.
+// Stream serves WatchEvents: it runs the replica's Sequencer, hears of
+// the batches of newly numbered events (any replica's) on the store's
+// LISTEN connection and wakes every watcher, which then reads what follows
+// its last id. Ids are assigned in commit order and readers see numbered
+// events only, so reading "after the last id seen" has no gap and no
+// duplicate.
 type Stream struct {
 	st        *store.Store
-	directURL string
 	log       *slog.Logger
 	connected atomic.Bool
 	seq       *Sequencer
@@ -38,29 +38,38 @@ type Stream struct {
 	wake chan struct{} // closed and replaced on each notification
 }
 
-// NewStream returns a Stream reading st and listening on directURL
-// (DATABASE_DIRECT_URL). Run must be running for prompt numbering and
-// delivery; without it watchers still poll (and every read numbers what
-// is committed first).
-func NewStream(st *store.Store, directURL string, logger *slog.Logger) *Stream {
+// NewStream returns a Stream reading st. It registers with
+// st.SetEventsListener, so st.Listen (the replica's one LISTEN connection,
+// on DATABASE_DIRECT_URL) wakes its watchers; call it before st.Listen.
+// Run must be running for prompt numbering; without Run and Listen
+// watchers still poll (and every read numbers what is committed first).
+func NewStream(st *store.Store, logger *slog.Logger) *Stream {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Stream{st: st, directURL: directURL, log: logger, wake: make(chan struct{})}
+	s := &Stream{st: st, log: logger, wake: make(chan struct{})}
 	s.seq = NewSequencer(st, logger, s.notify)
+	st.SetEventsListener(s)
 	return s
 }
 
-// Run numbers events, listens, and polls the latest id, until ctx ends.
-func (s *Stream) Run(ctx context.Context) error {
+// Run numbers events and polls the latest id, until ctx ends.
+func (s *Stream) Run(ctx context.Context) {
 	go s.seq.Run(ctx)
-	go s.pollLatest(ctx)
-	return store.ListenEventWrites(ctx, s.directURL, s.log, s.notify, func(ok bool) {
-		s.connected.Store(ok)
-		if ok {
-			s.notify() // notifications may have been missed meanwhile
-		}
-	})
+	s.pollLatest(ctx)
+}
+
+// EventsNumbered implements store.EventsListener.
+func (s *Stream) EventsNumbered() { s.notify() }
+
+// EventsListening implements store.EventsListener: while the connection
+// is lost watchers poll more often; once it is back they read at once, as
+// notifications may have been missed meanwhile.
+func (s *Stream) EventsListening(ok bool) {
+	s.connected.Store(ok)
+	if ok {
+		s.notify()
+	}
 }
 
 func (s *Stream) notify() {

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/irisx-broker/irisx-broker/events"
 	"github.com/irisx-broker/irisx-broker/internal/testdb"
 	"github.com/irisx-broker/irisx-broker/store"
 )
@@ -20,10 +19,9 @@ func TestWatchResumeAndPromptness(t *testing.T) {
 	t.Parallel()
 	dbURL := testdb.NewDatabase(t)
 	r := newRig(t, "", dbURL, nil)
-	s := events.NewStream(r.st, dbURL, nil)
+	s := startStream(t, r.st)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = s.Run(ctx) }()
 
 	for i := range 5 {
 		r.install(t, i, "a")
@@ -101,10 +99,9 @@ func TestWatchSeesOtherReplicasEvents(t *testing.T) {
 	dbURL := testdb.NewDatabase(t)
 	here := newRig(t, "", dbURL, nil)
 	there := newRig(t, "", dbURL, nil)
-	s := events.NewStream(here.st, dbURL, nil)
+	s := startStream(t, here.st)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = s.Run(ctx) }()
 	got := make(chan store.LifecycleEvent, 10)
 	go func() {
 		_ = s.Watch(ctx, 0, func(ev store.LifecycleEvent) error { got <- ev; return nil })

@@ -29,7 +29,8 @@ const (
 )
 
 // Listen receives ChannelInstallChanged notifications on a dedicated
-// connection and calls onChange for each. Because notifications sent while
+// connection and calls onChange for each (and, with SetEventsListener,
+// ChannelEventsNumbered ones on the same connection). Because notifications sent while
 // it is not connected are lost, onReset is called after every (re)connect,
 // once LISTEN is in effect: the caller then drops whatever it cached. On a
 // connection failure it reconnects with jittered exponential backoff
@@ -45,6 +46,9 @@ func (s *Store) Listen(ctx context.Context, onChange func(irisAppID, accountID s
 	for {
 		connected, err := s.listenOnce(ctx, onChange, onReset)
 		s.listenConfirmed.Store(0)
+		if s.eventsListener != nil {
+			s.eventsListener.EventsListening(false)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -87,16 +91,26 @@ func (s *Store) listenOnce(ctx context.Context, onChange func(irisAppID, account
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChannelInstallChanged}.Sanitize()); err != nil {
+	listen := "LISTEN " + pgx.Identifier{ChannelInstallChanged}.Sanitize()
+	if s.eventsListener != nil {
+		listen += "; LISTEN " + pgx.Identifier{ChannelEventsNumbered}.Sanitize()
+	}
+	if _, err := conn.Exec(ctx, listen); err != nil {
 		return false, fmt.Errorf("listen: %w", err)
 	}
 	s.confirm()
 	onReset()
+	if s.eventsListener != nil {
+		s.eventsListener.EventsListening(true)
+	}
 	for {
 		waitCtx, cancel := context.WithTimeout(ctx, listenIdleCheck)
 		n, err := conn.WaitForNotification(waitCtx)
 		cancel()
 		switch {
+		case err == nil && n.Channel == ChannelEventsNumbered:
+			s.confirm()
+			s.eventsListener.EventsNumbered()
 		case err == nil:
 			s.confirm()
 			var p changePayload

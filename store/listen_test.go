@@ -118,3 +118,57 @@ func TestListenResetsAfterConnectionLoss(t *testing.T) {
 		t.Errorf("change after reconnect = %v", got)
 	}
 }
+
+// eventsRecorder is a store.EventsListener for tests.
+type eventsRecorder struct {
+	numbered  chan struct{}
+	listening chan bool
+}
+
+func (r *eventsRecorder) EventsNumbered()         { r.numbered <- struct{}{} }
+func (r *eventsRecorder) EventsListening(ok bool) { r.listening <- ok }
+
+// TestListenHearsEventsOnTheSameConnection: with an EventsListener, the
+// one listening connection also carries the sequencer's notifications,
+// and the listener is told when that connection is lost and back.
+func TestListenHearsEventsOnTheSameConnection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rec := &eventsRecorder{numbered: make(chan struct{}, 100), listening: make(chan bool, 100)}
+	e.store.SetEventsListener(rec)
+	l := startListener(t, e.store)
+	receive(t, l.resets, "the first onReset")
+	if !receive(t, rec.listening, "EventsListening after the connect") {
+		t.Fatal("EventsListening(false) before any connection was lost")
+	}
+	if n := e.count(t, `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name = $1 AND datname = current_database()`, store.ListenApplicationName); n != 1 {
+		t.Fatalf("%d listening connections, want 1", n)
+	}
+
+	e.apply(t, installed(account, "cid", "s1", t0), store.OutcomeInstalled) // a first install: no change sent
+	e.apply(t, installed(account, "cid", "s2", t0.Add(time.Second)), store.OutcomeInstalled)
+	if err := e.store.NumberCommittedEvents(testkit.Context(t)); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, rec.numbered, "the events-numbered notification")
+	if got := receive(t, l.changes, "the install change"); got != (change{app, account}) {
+		t.Errorf("change = %v", got)
+	}
+
+	if n := e.count(t, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1 AND datname = current_database()`, store.ListenApplicationName); n != 1 {
+		t.Fatalf("terminated %d listening backends, want 1", n)
+	}
+	if receive(t, rec.listening, "EventsListening after the kill") {
+		t.Fatal("EventsListening(true) right after the connection was killed, want false first")
+	}
+	if !receive(t, rec.listening, "EventsListening after the reconnect") {
+		t.Fatal("EventsListening(false) twice, want true after the reconnect")
+	}
+	e.apply(t, installed(other, "cid", "s1", t0), store.OutcomeInstalled)
+	if err := e.store.NumberCommittedEvents(testkit.Context(t)); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, rec.numbered, "an events-numbered notification after the reconnect")
+}

@@ -82,6 +82,8 @@ type Store struct {
 	// listenConfirmed is when (unix ns) Listen last proved its connection
 	// alive; zero while it is not connected.
 	listenConfirmed atomic.Int64
+	// eventsListener: see SetEventsListener.
+	eventsListener EventsListener
 	// enqueue and eventWritten: see SetEventEnqueuer, WithEventObserver.
 	enqueue      EventEnqueuer
 	eventWritten func(eventType string)

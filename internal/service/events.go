@@ -34,7 +34,7 @@ func newEvents(cfg *config.Config, directURL string, pool *pgxpool.Pool, st *sto
 		return nil, nil, nil, err
 	}
 	st.SetEventEnqueuer(d.EnqueueTx())
-	stream := events.NewStream(st, directURL, log)
+	stream := events.NewStream(st, log)
 	deps := &api.EventsDeps{Store: st, Watch: stream.Watch}
 	if cfg.EventWebhookURL != "" {
 		deps.Redeliver = d.Redeliver

@@ -60,14 +60,14 @@ func checkPooled(t *testing.T, in *instance, b *testdb.PgBouncer) {
 }
 
 // serverSessions counts the client sessions Postgres has on dbURL's
-// database besides the LISTEN connections and the caller's own.
+// database besides the LISTEN connection and the caller's own.
 func serverSessions(t *testing.T, admin *pgx.Conn) int {
 	t.Helper()
 	var n int
 	if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 		WHERE datname = current_database() AND backend_type = 'client backend'
-		AND application_name NOT IN ($1, $2) AND pid <> pg_backend_pid()`,
-		store.ListenApplicationName, store.EventsListenApplicationName).Scan(&n); err != nil {
+		AND application_name <> $1 AND pid <> pg_backend_pid()`,
+		store.ListenApplicationName).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

@@ -361,11 +361,7 @@ func (s *Service) run(ctx context.Context) error {
 	goBG(func() { s.Verifier.Run(bg) })
 	goBG(func() { s.Installs.Run(bg) })
 	goBG(func() { s.profiles.Run(bg) })
-	goBG(func() {
-		if err := s.eventStream.Run(bg); err != nil && bg.Err() == nil {
-			log.Warn("event stream stopped", "error", err)
-		}
-	})
+	goBG(func() { s.eventStream.Run(bg) })
 	if err := s.events.Start(bg); err != nil {
 		stopBG()
 		bgWG.Wait()
