@@ -145,8 +145,6 @@ func (o *countingObserver) EventDelivered(time.Duration) { o.mu.Lock(); o.delive
 func (o *countingObserver) EventRetried(string)          { o.mu.Lock(); o.retried++; o.mu.Unlock() }
 func (o *countingObserver) EventGivenUp()                { o.mu.Lock(); o.givenUp++; o.mu.Unlock() }
 
-// newRig starts a deliverer posting to url (empty: no webhook) on a fresh
-// database, or on dbURL when given (a second replica).
 // startStream runs a Stream over st, woken by st's LISTEN connection as
 // in serve, until the test ends.
 func startStream(t *testing.T, st *store.Store) *events.Stream {
@@ -159,6 +157,8 @@ func startStream(t *testing.T, st *store.Store) *events.Stream {
 	return s
 }
 
+// newRig starts a deliverer posting to url (empty: no webhook) on a fresh
+// database, or on dbURL when given (a second replica).
 func newRig(t *testing.T, url, dbURL string, tweak func(*events.Config)) *rig {
 	t.Helper()
 	if dbURL == "" {
