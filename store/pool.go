@@ -10,8 +10,9 @@ import (
 )
 
 // PoolConfig parses databaseURL into a pool configuration whose queries
-// need no server-side prepared statements, so the same URL works against
-// Postgres directly and through PgBouncer in transaction mode.
+// need no server-side prepared statements, unless the URL asks for them, so
+// the same URL works against Postgres directly and through PgBouncer in
+// transaction mode.
 //
 // pgx's default (QueryExecModeCacheStatement) prepares each statement once
 // per connection under a name ("stmtcache_…") and reuses it. Behind a
@@ -22,8 +23,12 @@ import (
 // pooler may route to different servers. QueryExecModeExec sends the
 // unnamed statement, its parameters (typed from the Go values) and the
 // execution in one round trip, so it is correct through any pooler, at the
-// cost of Postgres planning each statement again (cheap for this service's
-// short indexed queries). Nothing is detected: one mode for both shapes.
+// cost of Postgres parsing and planning each statement again. Nothing is
+// detected here: the service, which knows from DATABASE_DIRECT_URL being
+// unset that DATABASE_URL is Postgres itself, asks for
+// default_query_exec_mode=cache_statement in the URL then (River's large
+// job statements made planning half of the event write path's Postgres
+// CPU).
 //
 // A URL that sets default_query_exec_mode itself keeps its choice.
 func PoolConfig(databaseURL string) (*pgxpool.Config, error) {

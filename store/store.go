@@ -146,16 +146,30 @@ func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 // another or a fresh one; maxConns+1 attempts always reach a fresh one,
 // whose failure to connect ends the retries.
 //
+// It also runs fn again after a stale prepared statement (stalePlan), which
+// pgx then forgets on that connection, so the next use prepares it anew.
+//
 // Repeating is safe because every store operation is idempotent: when the
 // lost reply was for a committed change, the repeat finds the change made
 // and answers as a duplicate delivery does.
 func (s *Store) retry(ctx context.Context, fn func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := fn()
-		if err == nil || !connLost(err) || attempt >= s.maxConns || ctx.Err() != nil {
+		if err == nil || !(connLost(err) || stalePlan(err)) || attempt >= s.maxConns || ctx.Err() != nil {
 			return err
 		}
 	}
+}
+
+// stalePlan reports Postgres refusing a statement a connection prepared
+// before a migration changed the columns it returns (River's statements
+// return river_job.*): with a direct DATABASE_URL the pool keeps prepared
+// statements (see PoolConfig), and an old replica meets this once per
+// connection after a rolling upgrade's migration.
+func stalePlan(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.FeatureNotSupported &&
+		strings.Contains(pgErr.Message, "cached plan must not change result type")
 }
 
 // connLost reports whether err is the failure of an established

@@ -563,6 +563,44 @@ func TestPgBouncerStatementTimeoutFromTheServer(t *testing.T) {
 	}
 }
 
+// A direct DATABASE_URL (DATABASE_DIRECT_URL unset) gets a pool that
+// keeps prepared statements, so Postgres plans each statement once per
+// connection; through the pooler the pool prepares nothing (a transaction
+// pooler would mix the names up across server connections, which the
+// other tests here would show as failures); and a URL's own
+// default_query_exec_mode wins. Each instance serves a callback to prove
+// its pool works.
+func TestPreparedStatementsOnlyOnADirectPool(t *testing.T) {
+	f := newFleet(t)
+	b := testdb.StartPgBouncer(t)
+	pooled, direct := f.start(f.pooled(b)), f.start(nil)
+	own := f.start(func(c *config.Config) {
+		sep := "?"
+		if strings.Contains(f.dbURL, "?") {
+			sep = "&"
+		}
+		c.DatabaseURL = crypto.Secret(f.dbURL + sep + "default_query_exec_mode=exec")
+	})
+	prepared := func(in *instance) int {
+		t.Helper()
+		f.install(in, uuid.NewString())
+		var n int
+		if err := in.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_prepared_statements WHERE $1`, true).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := prepared(direct); n == 0 {
+		t.Errorf("the direct pool's connection holds no prepared statement (mode %v)", direct.Pool.Config().ConnConfig.DefaultQueryExecMode)
+	}
+	if n := prepared(pooled); n != 0 {
+		t.Errorf("the pool through PgBouncer prepared %d statements", n)
+	}
+	if n := prepared(own); n != 0 {
+		t.Errorf("a direct URL with default_query_exec_mode=exec prepared %d statements", n)
+	}
+}
+
 // DATABASE_DIRECT_URL may carry the pool settings DATABASE_URL has (an
 // operator copying one URL to the other): the migrations understood them,
 // but LISTEN sent pool_max_conns to Postgres as a session parameter,

@@ -172,10 +172,13 @@ func New(ctx context.Context, cfg *config.Config, d Deps) (_ *Service, err error
 	}
 	poolURL := cfg.DatabaseURL.Reveal()
 	if directURL == cfg.DatabaseURL {
-		// Behind a transaction pooler (DATABASE_DIRECT_URL set) a session
-		// setting in the startup packet is refused by PgBouncer; there the
-		// role's own statement_timeout applies (docs/DEPLOY.md).
-		poolURL = withStatementTimeout(poolURL)
+		// DATABASE_URL is Postgres itself (the contract: DATABASE_DIRECT_URL
+		// is set when it goes through a transaction pooler). Behind a
+		// pooler a session setting in the startup packet is refused by
+		// PgBouncer, and there the role's own statement_timeout applies
+		// (docs/DEPLOY.md); and only a direct pool may keep prepared
+		// statements (store.PoolConfig).
+		poolURL = withDirectDefaults(poolURL)
 	}
 	var configurePool func(*pgxpool.Config)
 	if tp != nil {
@@ -489,19 +492,26 @@ func (s *Service) Close() { s.runOnce.Do(s.close) }
 // without it.
 const StatementTimeout = 10 * time.Second
 
-// withStatementTimeout adds statement_timeout to a postgres:// URL that has
-// none; pgx sends unknown URL parameters as session settings. A URL that
-// does not parse is passed on for store.Open to refuse.
-func withStatementTimeout(raw string) string {
+// withDirectDefaults adds to a postgres:// URL of Postgres itself what it
+// does not set: statement_timeout (pgx sends unknown URL parameters as
+// session settings), and default_query_exec_mode=cache_statement, so that
+// each connection prepares a statement once and Postgres does not parse
+// and plan it again at every call (River's job statements above all; the
+// events phase of make bench measured the write path's Postgres CPU per
+// callback halved). A URL that does not parse is passed on for store.Open
+// to refuse.
+func withDirectDefaults(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return raw
 	}
 	q := u.Query()
-	if q.Has("statement_timeout") {
-		return raw
+	if !q.Has("statement_timeout") {
+		q.Set("statement_timeout", strconv.FormatInt(StatementTimeout.Milliseconds(), 10))
 	}
-	q.Set("statement_timeout", strconv.FormatInt(StatementTimeout.Milliseconds(), 10))
+	if !q.Has("default_query_exec_mode") {
+		q.Set("default_query_exec_mode", "cache_statement")
+	}
 	u.RawQuery = q.Encode()
 	return u.String()
 }
