@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -121,16 +120,10 @@ func (r *runner) rss(ctx context.Context, child *harness.Child) error {
 		return err
 	}
 	body := harness.TokenRequestBody(harness.App, cb.AccountID)
-	client := loadgen.HTTP1Client(r.sc.tokenConns)
 	sctx, stop := context.WithCancel(ctx)
 	sampler := harness.SamplePeakRSS(sctx, child.PID, 100*time.Millisecond)
-	res, err := loadgen.Run(ctx, loadgen.Config{Workers: r.sc.tokenConns, Duration: r.sc.rssLoad}, func(ctx context.Context, _ int) error {
-		a, err := harness.GetTokenJSON(ctx, client, child.InternalURL(), body)
-		if err == nil && a.HTTPStatus != http.StatusOK {
-			err = fmt.Errorf("GetToken answered %d %s", a.HTTPStatus, a.Code)
-		}
-		return err
-	})
+	res, err := loadgen.Run(ctx, loadgen.Config{Workers: r.sc.tokenConns, Duration: r.sc.rssLoad},
+		getTokenLoad(r.sc.tokenConns, child.InternalURL(), body))
 	stop()
 	peak, perr := sampler.Wait()
 	if err = errors.Join(err, perr); err != nil {

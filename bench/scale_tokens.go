@@ -230,11 +230,7 @@ func (r *runner) cachedTokensRun(ctx context.Context, standIn *tokenStandIn, acc
 			if i >= int64(n) {
 				return loadgen.ErrStop
 			}
-			a, err := harness.GetTokenJSON(ctx, client, child.InternalURL(), harness.TokenRequestBody(harness.App, accounts[i]))
-			if err == nil && a.HTTPStatus != http.StatusOK {
-				err = fmt.Errorf("GetToken answered %d %s", a.HTTPStatus, a.Code)
-			}
-			return err
+			return getTokenOK(ctx, client, child.InternalURL(), harness.TokenRequestBody(harness.App, accounts[i]))
 		})
 	}
 	mints0 := standIn.mints.Load()

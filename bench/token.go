@@ -56,16 +56,7 @@ func (r *runner) tokenPhase(ctx context.Context) error {
 
 	conns := r.sc.tokenConns
 	cfg := loadgen.Config{Workers: conns, Warmup: r.sc.warmup, Duration: r.sc.measure}
-	jsonOp := func(url string) loadgen.Op {
-		client := loadgen.HTTP1Client(conns)
-		return func(ctx context.Context, _ int) error {
-			a, err := harness.GetTokenJSON(ctx, client, url, body)
-			if err == nil && a.HTTPStatus != http.StatusOK {
-				err = fmt.Errorf("GetToken answered %d %s", a.HTTPStatus, a.Code)
-			}
-			return err
-		}
-	}
+	jsonOp := func(url string) loadgen.Op { return getTokenLoad(conns, url, body) }
 	base, err := loadgen.Run(ctx, cfg, jsonOp(baseURL))
 	if err != nil {
 		return err
@@ -240,6 +231,23 @@ func (r *runner) startOwnBaseline(ctx context.Context, binary, answerFile string
 	}
 	var once sync.Once
 	return "http://" + addr, srv.PID, func() { once.Do(func() { _ = srv.Kill() }) }, nil // no state, no graceful stop to test
+}
+
+// getTokenOK calls GetToken over Connect-JSON with body; an answer other
+// than 200 is an error.
+func getTokenOK(ctx context.Context, client *http.Client, url string, body []byte) error {
+	a, err := harness.GetTokenJSON(ctx, client, url, body)
+	if err == nil && a.HTTPStatus != http.StatusOK {
+		err = fmt.Errorf("GetToken answered %d %s", a.HTTPStatus, a.Code)
+	}
+	return err
+}
+
+// getTokenLoad is a load of getTokenOK calls with body to url, on conns
+// keep-alive connections.
+func getTokenLoad(conns int, url string, body []byte) loadgen.Op {
+	client := loadgen.HTTP1Client(conns)
+	return func(ctx context.Context, _ int) error { return getTokenOK(ctx, client, url, body) }
 }
 
 // protoAnswer is a Connect-JSON GetToken answer in protobuf.

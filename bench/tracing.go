@@ -75,20 +75,10 @@ func (r *runner) tracingPhase(ctx context.Context) error {
 			return fmt.Errorf("first GetToken: %d %s: %v", a.HTTPStatus, a.Code, err)
 		}
 	}
-	op := func(url string) loadgen.Op {
-		client := loadgen.HTTP1Client(conns)
-		return func(ctx context.Context, _ int) error {
-			a, err := harness.GetTokenJSON(ctx, client, url, body)
-			if err == nil && a.HTTPStatus != http.StatusOK {
-				err = fmt.Errorf("GetToken answered %d %s", a.HTTPStatus, a.Code)
-			}
-			return err
-		}
-	}
 	offChild, onChild := children[0], children[1]
 	runs, err := runInterleaved(ctx, cfg, cpuRounds, []cpuLoad{
-		{op(offChild.InternalURL()), []int{offChild.PID, os.Getpid()}},
-		{op(onChild.InternalURL()), []int{onChild.PID, os.Getpid()}},
+		{getTokenLoad(conns, offChild.InternalURL(), body), []int{offChild.PID, os.Getpid()}},
+		{getTokenLoad(conns, onChild.InternalURL(), body), []int{onChild.PID, os.Getpid()}},
 	})
 	if err = errors.Join(err, stopAll()); err != nil {
 		return err
