@@ -27,12 +27,17 @@ func (s *Store) changed(key InstallKey) {
 // pool settings in it (pool_max_conns=…) are understood, not sent to
 // Postgres as session parameters, which it refuses ("unrecognized
 // configuration parameter"), leaving the replica deaf and never ready.
+// Without a connect_timeout of its own a connect gives up after the pool's
+// default (5 s), so a server that accepts and never answers is retried.
 func WithListenURL(databaseURL string) Option {
 	return func(s *Store) {
 		cfg, err := PoolConfig(databaseURL)
 		if err != nil {
 			s.listenConfigErr = true
 			return
+		}
+		if cfg.ConnConfig.ConnectTimeout == 0 {
+			cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
 		}
 		s.listenConfig = cfg.ConnConfig
 	}

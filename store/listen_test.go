@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,4 +173,39 @@ func TestListenHearsEventsOnTheSameConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive(t, rec.numbered, "an events-numbered notification after the reconnect")
+}
+
+// A DATABASE_DIRECT_URL server that accepts connections and never answers
+// (a half-dead proxy) does not hold Listen in its connect forever: the
+// connect gives up after the default time-out, onLost hears of it, and
+// Listen tries again.
+func TestListenConnectTimesOut(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() }) // held open, never answered
+		}
+	}()
+	e := newEnv(t)
+	s := store.New(e.pool, e.keys, store.WithListenURL("postgres://irisx@"+ln.Addr().String()+"/irisx?sslmode=disable"))
+	lost := make(chan error, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Listen(ctx, func(string, string) {}, func() {}, func(err error) { lost <- err })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := receive(t, lost, "onLost after the connect timed out"); err == nil || !strings.Contains(err.Error(), "connect") {
+		t.Errorf("onLost(%v), want the connect's failure", err)
+	}
 }
