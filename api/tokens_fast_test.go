@@ -130,13 +130,14 @@ func TestFastGetTokenMatchesConnect(t *testing.T) {
 		{"query", errBroker{tok: tok}, func() *http.Request { r := post(plain)(); r.URL.RawQuery = "x=1"; return r }},
 		{"no token", errBroker{tok: tok}, func() *http.Request { r := post(plain)(); r.Header.Del("Authorization"); return r }},
 	}
-	grpcMsg := func(m *brokerv1.GetTokenRequest) string {
+	protoMsg := func(m *brokerv1.GetTokenRequest) string {
 		b, err := proto.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return string(envelope(0, b))
+		return string(b)
 	}
+	grpcMsg := func(m *brokerv1.GetTokenRequest) string { return string(envelope(0, []byte(protoMsg(m)))) }
 	grpcPlain := grpcMsg(&brokerv1.GetTokenRequest{IrisAppId: "@irisx/fast-app", AccountId: account})
 	grpc := func(body string, header ...string) func() *http.Request {
 		return func() *http.Request {
@@ -144,13 +145,6 @@ func TestFastGetTokenMatchesConnect(t *testing.T) {
 			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 			return r
 		}
-	}
-	protoMsg := func(m *brokerv1.GetTokenRequest) string {
-		b, err := proto.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
 	}
 	protoPlain := protoMsg(&brokerv1.GetTokenRequest{IrisAppId: "@irisx/fast-app", AccountId: account})
 	protobuf := func(body string, header ...string) func() *http.Request {

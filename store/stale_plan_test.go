@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"net/url"
 	"strings"
 	"testing"
 
@@ -19,15 +18,8 @@ func TestRetryPreparesAStaleStatementAgain(t *testing.T) {
 	t.Parallel()
 	ctx := testkit.Context(t)
 	dbURL := testdb.NewDatabase(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("default_query_exec_mode", "cache_statement")
-	q.Set("pool_max_conns", "1") // one connection, so every call meets its prepared statement
-	u.RawQuery = q.Encode()
-	pool, err := store.Open(ctx, u.String())
+	// One connection, so every call meets its prepared statement.
+	pool, err := store.Open(ctx, dbURL+"&default_query_exec_mode=cache_statement&pool_max_conns=1")
 	if err != nil {
 		t.Fatal(err)
 	}

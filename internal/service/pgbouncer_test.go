@@ -574,13 +574,7 @@ func TestPreparedStatementsOnlyOnADirectPool(t *testing.T) {
 	f := newFleet(t)
 	b := testdb.StartPgBouncer(t)
 	pooled, direct := f.start(f.pooled(b)), f.start(nil)
-	own := f.start(func(c *config.Config) {
-		sep := "?"
-		if strings.Contains(f.dbURL, "?") {
-			sep = "&"
-		}
-		c.DatabaseURL = crypto.Secret(f.dbURL + sep + "default_query_exec_mode=exec")
-	})
+	own := f.start(func(c *config.Config) { c.DatabaseURL = crypto.Secret(f.dbURL + "&default_query_exec_mode=exec") })
 	prepared := func(in *instance) int {
 		t.Helper()
 		f.install(in, uuid.NewString())
